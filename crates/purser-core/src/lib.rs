@@ -1,0 +1,33 @@
+//! purser-core: the deterministic hierarchical budget state machine that every Purser node runs.
+//!
+//! It is pure: [`State::apply`] takes a timestamp (the leader's, made monotonic here) and a
+//! [`Command`], and returns an [`Outcome`] with its ordered [`Event`]s, or an [`Error`] that
+//! changed nothing. No clock, random source, IO, threads or async inside, so every replica that
+//! applies the same log ends byte-identical ([`State::digest`]).
+//!
+//! The rules it implements, and every choice where the SPEC is silent, are written down in
+//! `docs/semantics.md` at the repository root.
+
+mod budget;
+pub mod command;
+pub mod error;
+pub mod event;
+mod grant;
+mod hash;
+pub mod outcome;
+mod query;
+mod snapshot;
+mod state;
+pub mod time;
+mod tree;
+mod validate;
+mod window;
+
+pub use command::*;
+pub use error::{Error, ErrorKind, Result};
+pub use event::*;
+pub use outcome::*;
+pub use snapshot::SNAPSHOT_FORMAT_VERSION;
+pub use state::{limits, Config, State};
+pub use time::Period;
+pub use window::SLIDING_BUCKETS;

@@ -1,0 +1,585 @@
+//! The state and its single entry point, [`State::apply`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Attributes, Command, GrantKind, LimitMode, OnExhausted, Op, RoleResolution, Rollover, Window};
+use crate::error::{Error, Result};
+use crate::hash::{fingerprint128, fingerprint64, FxHashMap};
+use crate::outcome::{Applied, NodeStatus, Outcome, Recorded};
+use crate::time::Period;
+use crate::window::Counter;
+
+/// Hard ceilings that configuration cannot raise. Each bounds memory or work per command.
+pub mod limits {
+    /// Largest amount in one command, in minor units (2^53 - 1: exact in JSON and doubles).
+    pub const AMOUNT_MAX: u64 = (1 << 53) - 1;
+    pub const DEPTH_MAX_CEILING: u8 = 32;
+    pub const NODES_MAX: u64 = 16_000_000;
+    pub const CHILDREN_PER_NODE_MAX: usize = 1_000_000;
+    pub const TAGS_PER_NODE_MAX: usize = 32;
+    pub const LIMITS_PER_NODE_MAX: usize = 32;
+    pub const RATE_LIMITS_PER_NODE_MAX: usize = 16;
+    pub const GRANTS_PER_NODE_MAX: usize = 64;
+    pub const ROLES_PER_ROOT_MAX: usize = 64;
+    pub const ROLES_PER_NODE_MAX: usize = 8;
+    pub const LIMITS_PER_ROLE_MAX: usize = 16;
+    pub const CURRENCIES_PER_ROOT_MAX: usize = 8;
+    pub const CURRENCY_SCALE_MAX: u8 = 18;
+    pub const PRICES_PER_ROOT_MAX: usize = 4096;
+    pub const HOLDS_OPEN_MAX: usize = 10_000_000;
+    pub const ATTRIBUTE_TAGS_MAX: usize = 16;
+    pub const TEXT_BYTES_MAX: usize = 128;
+    pub const TAG_VALUE_BYTES_MAX: usize = 256;
+    pub const REQUEST_ID_BYTES_MAX: usize = 128;
+    /// A request's `sent_at_ms` may lead the replicated clock by at most this much.
+    pub const CLOCK_SKEW_MS_MAX: u64 = 60_000;
+    /// Due holds and grants handled by one `Tick`; the rest wait for the next one.
+    pub const TICK_ITEMS_MAX: usize = 10_000;
+    pub const RATE_PERIOD_MS_MAX: u64 = 366 * crate::time::DAY_MS;
+}
+
+/// Cluster-wide settings, changed by [`Op::SetConfig`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub depth_max: u8,
+    pub request_retention_ms: u64,
+    pub hold_ttl_ms_min: u64,
+    pub hold_ttl_ms_max: u64,
+    /// The monthly hard cap a new root gets in each currency unless it opts out, in major units.
+    pub default_root_cap_major: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            depth_max: 16,
+            request_retention_ms: 10 * crate::time::MINUTE_MS,
+            hold_ttl_ms_min: crate::time::SECOND_MS,
+            hold_ttl_ms_max: crate::time::DAY_MS,
+            default_root_cap_major: 100,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Currency {
+    pub code: String,
+    pub scale: u8,
+    pub funded: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Price {
+    pub input: u64,
+    pub output: u64,
+    pub cached_input: u64,
+    pub reasoning: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Role {
+    pub name: String,
+    pub limits: Vec<LimitRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Root {
+    pub currencies: Vec<Currency>,
+    pub roles: Vec<Role>,
+    pub resolution: RoleResolution,
+    /// `(provider, model, currency index)`.
+    pub prices: BTreeMap<(String, String, u8), Price>,
+}
+
+impl Root {
+    pub fn currency(&self, code: &str) -> Result<u8> {
+        self.currencies
+            .iter()
+            .position(|c| c.code == code)
+            .map(|i| i as u8)
+            .ok_or_else(|| Error::not_found(format!("currency {code:?} is not declared by this root")))
+    }
+}
+
+/// A limit's rule (without its counter).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LimitRule {
+    pub currency: u8,
+    pub amount: u64,
+    pub window: Window,
+    pub mode: LimitMode,
+    /// Sorted, distinct percentages 1..=100.
+    pub thresholds: Vec<u8>,
+    pub on_exhausted: OnExhausted,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Limit {
+    pub rule: LimitRule,
+    pub counter: Counter,
+}
+
+/// Spend counter of a member for a `(currency, window)` used by one of its roles' limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RoleCounter {
+    pub currency: u8,
+    pub window: Window,
+    pub counter: Counter,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) enum RateUnit {
+    Requests,
+    Cost(u8),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RateLimit {
+    pub key: String,
+    pub unit: RateUnit,
+    pub amount: u64,
+    pub period_ms: u64,
+    /// GCRA theoretical arrival time, in milliseconds scaled by `amount`.
+    pub tat: u128,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Account {
+    /// Open holds at or below this node.
+    pub held: u64,
+    pub spent_total: u64,
+    pub debt: u64,
+    /// Debt of this node and its whole subtree: lets a new grant find debts without a full walk.
+    pub subtree_debt: u64,
+}
+
+/// Rarely used parts of a node, boxed so that a million plain nodes stay small.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NodeExtra {
+    pub tags: Vec<(String, String)>,
+    pub rates: Vec<RateLimit>,
+    pub roles: Vec<String>,
+    pub role_counters: Vec<RoleCounter>,
+    pub grants: Vec<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Node {
+    /// 0 for a root.
+    pub parent: u64,
+    pub root: u64,
+    /// 1 for a root.
+    pub depth: u8,
+    pub status: NodeStatus,
+    /// Index into `State::kinds`.
+    pub kind: u16,
+    pub name: Box<str>,
+    pub children: Vec<u64>,
+    /// Indexed by the root's currency index.
+    pub accounts: Vec<Account>,
+    pub limits: Vec<Limit>,
+    pub extra: Option<Box<NodeExtra>>,
+    pub holds_open: u32,
+}
+
+impl Node {
+    pub fn extra(&self) -> Option<&NodeExtra> {
+        self.extra.as_deref()
+    }
+    pub fn extra_mut(&mut self) -> &mut NodeExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Grant {
+    pub id: u64,
+    pub node: u64,
+    pub currency: u8,
+    /// The original amount, or the allotment of a recurring grant.
+    pub amount: u64,
+    pub remaining: u64,
+    pub held: u64,
+    pub priority: u32,
+    pub kind: GrantKind,
+    pub effective_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub recur: Option<Period>,
+    pub rollover: Rollover,
+    pub next_renewal_ms: Option<u64>,
+    /// Past `expires_at_ms`: only its held part remains, and goes when the holds resolve.
+    pub expired: bool,
+    /// Not yet effective; a tick activates it (and lets it pay debts) at `effective_at_ms`.
+    pub pending: bool,
+}
+
+impl Grant {
+    pub fn available(&self) -> u64 {
+        self.remaining - self.held
+    }
+    /// Next time a tick must look at this grant.
+    pub fn due_ms(&self) -> Option<u64> {
+        if self.expired {
+            return None;
+        }
+        if self.pending {
+            return Some(self.effective_at_ms);
+        }
+        match (self.next_renewal_ms, self.expires_at_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Hold {
+    pub id: u64,
+    pub node: u64,
+    pub currency: u8,
+    pub amount: u64,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    /// `(grant id, amount)` in waterfall order.
+    pub plan: Vec<(u64, u64)>,
+    pub attrs: Attributes,
+}
+
+/// What is left of a hold that expired, so that a late settle is charged, never lost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Expired {
+    pub node: u64,
+    pub currency: u8,
+    pub amount: u64,
+    pub forget_at_ms: u64,
+    pub attrs: Attributes,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DedupEntry {
+    pub payload: u64,
+    pub forget_at_ms: u64,
+    pub recorded: Recorded,
+}
+
+/// Recent request ids with what they did. Entries leave in `forget_at_ms` order, which is
+/// also insertion order because it is `apply time + retention + skew` and apply time is
+/// monotonic.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Dedup {
+    pub map: FxHashMap<u128, DedupEntry>,
+    pub order: VecDeque<u128>,
+}
+
+/// The whole replicated state. Two replicas that applied the same commands are equal, and
+/// their [`State::digest`]s are equal.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    pub(crate) now_ms: u64,
+    pub(crate) config: Config,
+    /// Node `id` lives at `nodes[id - 1]`; ids are never reused.
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) kinds: Vec<String>,
+    pub(crate) roots: BTreeMap<u64, Root>,
+    /// `(parent id or 0, fingerprint of the name)` → child id.
+    pub(crate) names: FxHashMap<(u64, u64), u64>,
+    pub(crate) grants: BTreeMap<u64, Grant>,
+    pub(crate) holds: FxHashMap<u64, Hold>,
+    pub(crate) expired: FxHashMap<u64, Expired>,
+    /// Expired-hold ids in expiry order (so `forget_at_ms` order); may name ids already settled.
+    pub(crate) expired_order: VecDeque<u64>,
+    pub(crate) dedup: Dedup,
+    pub(crate) next_grant_id: u64,
+    pub(crate) next_reservation_id: u64,
+    /// Derived indexes, rebuilt on restore.
+    pub(crate) hold_due: BTreeSet<(u64, u64)>,
+    pub(crate) grant_due: BTreeSet<(u64, u64)>,
+    pub(crate) kind_index: FxHashMap<String, u16>,
+}
+
+/// What apply needs to know about the request while it runs.
+pub(crate) struct Ctx {
+    pub now_ms: u64,
+    pub events: Vec<crate::event::Event>,
+}
+
+impl State {
+    pub fn new() -> Self {
+        State { next_grant_id: 1, next_reservation_id: 1, ..Default::default() }
+    }
+
+    pub fn with_config(config: Config) -> Self {
+        State { config, ..State::new() }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Applies one command at the leader's timestamp `at_ms` (made monotonic here).
+    /// An `Err` means the command was invalid or cannot apply, and the state is unchanged.
+    pub fn apply(&mut self, at_ms: u64, command: Command) -> Result<Applied> {
+        let now_ms = self.now_ms.max(at_ms);
+        let Command { request, op } = command;
+        let request_key = match (&request, &op) {
+            (None, Op::Tick) => None,
+            (None, _) => return Err(Error::invalid("a client command needs a request id")),
+            (Some(_), Op::Tick) => return Err(Error::invalid("tick is a system command and takes no request id")),
+            (Some(meta), _) => {
+                let key = self.check_request(now_ms, &meta.id, meta.sent_at_ms)?;
+                let payload = payload_fingerprint(&op);
+                if let Some(entry) = self.dedup.map.get(&key) {
+                    if entry.forget_at_ms >= now_ms {
+                        if entry.payload != payload {
+                            return Err(Error::exists(format!(
+                                "request id {:?} was already used with a different payload",
+                                meta.id
+                            )));
+                        }
+                        let outcome = Outcome::Duplicate(entry.recorded.clone());
+                        self.advance(now_ms);
+                        return Ok(Applied { outcome, events: Vec::new() });
+                    }
+                }
+                Some((key, payload))
+            }
+        };
+        let mut ctx = Ctx { now_ms, events: Vec::new() };
+        let outcome = self.dispatch(&mut ctx, op)?;
+        self.advance(now_ms);
+        if let (Some((key, payload)), Some(recorded)) = (request_key, recorded(&outcome)) {
+            self.record(key, payload, recorded);
+        }
+        Ok(Applied { outcome, events: ctx.events })
+    }
+
+    fn check_request(&self, now_ms: u64, id: &str, sent_at_ms: u64) -> Result<u128> {
+        if id.is_empty() || id.len() > limits::REQUEST_ID_BYTES_MAX {
+            return Err(Error::invalid(format!(
+                "request id must be 1..={} bytes",
+                limits::REQUEST_ID_BYTES_MAX
+            )));
+        }
+        if sent_at_ms.saturating_add(self.config.request_retention_ms) < now_ms {
+            return Err(Error::precondition(format!(
+                "request {id:?} was first sent at {sent_at_ms} ms, longer ago than the {} ms request retention: send it as a new request",
+                self.config.request_retention_ms
+            )));
+        }
+        if sent_at_ms > now_ms.saturating_add(limits::CLOCK_SKEW_MS_MAX) {
+            return Err(Error::invalid(format!(
+                "request {id:?} claims to be sent at {sent_at_ms} ms, more than {} ms after the cluster time {now_ms} ms",
+                limits::CLOCK_SKEW_MS_MAX
+            )));
+        }
+        Ok(fingerprint128(id.as_bytes()))
+    }
+
+    fn dispatch(&mut self, ctx: &mut Ctx, op: Op) -> Result<Outcome> {
+        match op {
+            Op::CreateNode(create) => self.create_node(create),
+            Op::MoveNode { node, new_parent } => self.move_node(ctx, &node, &new_parent),
+            Op::CloseNode { node } => self.set_status(ctx, &node, NodeStatus::Closed),
+            Op::PauseNode { node } => self.set_status(ctx, &node, NodeStatus::Paused),
+            Op::ResumeNode { node } => self.set_status(ctx, &node, NodeStatus::Active),
+            Op::SetLimit { node, limit } => self.set_limit(&node, limit),
+            Op::RemoveLimit { node, currency, window } => self.remove_limit(&node, &currency, window),
+            Op::SetRateLimit { node, rate } => self.set_rate_limit(&node, rate),
+            Op::RemoveRateLimit { node, key, kind } => self.remove_rate_limit(&node, &key, &kind),
+            Op::AddGrant { node, grant } => self.add_grant(ctx, &node, grant),
+            Op::DefineRole { root, name, limits } => self.define_role(&root, name, limits),
+            Op::RemoveRole { root, name } => self.remove_role(&root, &name),
+            Op::AssignRoles { node, roles } => self.assign_roles(&node, roles),
+            Op::SetRoleResolution { root, resolution } => self.set_role_resolution(&root, resolution),
+            Op::SetPrice { root, price } => self.set_price(&root, price),
+            Op::RemovePrice { root, provider, model, currency } => {
+                self.remove_price(&root, &provider, &model, &currency)
+            }
+            Op::Reserve(reserve) => self.reserve(ctx, reserve),
+            Op::Settle { reservation_id, actual } => self.settle(ctx, reservation_id, actual),
+            Op::Release { reservation_id } => self.release(ctx, reservation_id),
+            Op::Charge(charge) => self.charge(ctx, charge),
+            Op::SetConfig(patch) => self.set_config(patch),
+            Op::Tick => Ok(self.tick(ctx)),
+        }
+    }
+
+    /// Moves the replicated clock and forgets what has passed its retention.
+    fn advance(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        while let Some(key) = self.dedup.order.front() {
+            match self.dedup.map.get(key) {
+                Some(entry) if entry.forget_at_ms >= now_ms => break,
+                _ => {
+                    let key = *key;
+                    self.dedup.order.pop_front();
+                    self.dedup.map.remove(&key);
+                }
+            }
+        }
+        while let Some(id) = self.expired_order.front() {
+            match self.expired.get(id) {
+                Some(entry) if entry.forget_at_ms >= now_ms => break,
+                _ => {
+                    let id = *id;
+                    self.expired_order.pop_front();
+                    self.expired.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, key: u128, payload: u64, recorded: Recorded) {
+        let forget_at_ms = self.now_ms + self.config.request_retention_ms + limits::CLOCK_SKEW_MS_MAX;
+        if self.dedup.map.insert(key, DedupEntry { payload, forget_at_ms, recorded }).is_some() {
+            // An expired entry with the same key was still queued: drop its queue slot so the
+            // queue keeps one slot per live key.
+            self.dedup.order.retain(|k| *k != key);
+        }
+        self.dedup.order.push_back(key);
+    }
+
+    fn set_config(&mut self, patch: crate::command::ConfigPatch) -> Result<Outcome> {
+        let mut config = self.config.clone();
+        if let Some(depth) = patch.depth_max {
+            if depth == 0 || depth > limits::DEPTH_MAX_CEILING {
+                return Err(Error::invalid(format!("depth_max must be 1..={}", limits::DEPTH_MAX_CEILING)));
+            }
+            let deepest = self.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
+            if depth < deepest {
+                return Err(Error::precondition(format!("the tree is already {deepest} levels deep")));
+            }
+            config.depth_max = depth;
+        }
+        if let Some(ms) = patch.request_retention_ms {
+            if !(crate::time::MINUTE_MS..=crate::time::DAY_MS).contains(&ms) {
+                return Err(Error::invalid("request_retention_ms must be between 1 minute and 1 day"));
+            }
+            config.request_retention_ms = ms;
+        }
+        config.hold_ttl_ms_min = patch.hold_ttl_ms_min.unwrap_or(config.hold_ttl_ms_min);
+        config.hold_ttl_ms_max = patch.hold_ttl_ms_max.unwrap_or(config.hold_ttl_ms_max);
+        if config.hold_ttl_ms_min == 0
+            || config.hold_ttl_ms_min > config.hold_ttl_ms_max
+            || config.hold_ttl_ms_max > 30 * crate::time::DAY_MS
+        {
+            return Err(Error::invalid("hold TTL bounds must satisfy 0 < min <= max <= 30 days"));
+        }
+        if let Some(cap) = patch.default_root_cap_major {
+            if cap == 0 || cap > 1_000_000_000 {
+                return Err(Error::invalid("default_root_cap_major must be 1..=1e9"));
+            }
+            config.default_root_cap_major = cap;
+        }
+        self.config = config;
+        Ok(Outcome::Done)
+    }
+
+    // ---- lookups shared by every operation ------------------------------------------------
+
+    pub(crate) fn node(&self, id: u64) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    pub(crate) fn node_mut(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    pub(crate) fn child(&self, parent: u64, name: &str) -> Option<u64> {
+        let id = *self.names.get(&(parent, fingerprint64(name.as_bytes())))?;
+        (&*self.node(id).name == name).then_some(id)
+    }
+
+    pub(crate) fn resolve(&self, node: &crate::command::NodeRef) -> Result<u64> {
+        match node {
+            crate::command::NodeRef::Id(id) => {
+                if *id == 0 || *id > self.nodes.len() as u64 {
+                    return Err(Error::not_found(format!("node {id} does not exist")));
+                }
+                Ok(*id)
+            }
+            crate::command::NodeRef::Path(path) => self.resolve_path(path),
+        }
+    }
+
+    /// Resolves `root/child/.../leaf`.
+    pub fn resolve_path(&self, path: &str) -> Result<u64> {
+        let mut parent = 0;
+        let mut depth = 0u8;
+        for segment in path.split('/') {
+            depth = depth.saturating_add(1);
+            if depth > limits::DEPTH_MAX_CEILING {
+                return Err(Error::invalid(format!("path {path:?} is deeper than any tree")));
+            }
+            parent = self
+                .child(parent, segment)
+                .ok_or_else(|| Error::not_found(format!("node {path:?} does not exist")))?;
+        }
+        Ok(parent)
+    }
+
+    pub(crate) fn root_of(&self, id: u64) -> &Root {
+        &self.roots[&self.node(id).root]
+    }
+
+    /// Ids from `id` up to its root, leaf first. Bounded by the depth ceiling.
+    pub(crate) fn path_ids(&self, id: u64) -> PathIds {
+        let mut path = PathIds { ids: [0; limits::DEPTH_MAX_CEILING as usize], len: 0 };
+        let mut at = id;
+        while at != 0 {
+            assert!(path.len < path.ids.len(), "tree deeper than the ceiling");
+            path.ids[path.len] = at;
+            path.len += 1;
+            at = self.node(at).parent;
+        }
+        path
+    }
+
+    pub(crate) fn currency_code(&self, root: u64, currency: u8) -> &str {
+        &self.roots[&root].currencies[currency as usize].code
+    }
+}
+
+/// A node's path as ids, leaf first, without allocating.
+pub(crate) struct PathIds {
+    ids: [u64; limits::DEPTH_MAX_CEILING as usize],
+    len: usize,
+}
+
+impl PathIds {
+    pub fn as_slice(&self) -> &[u64] {
+        &self.ids[..self.len]
+    }
+}
+
+fn payload_fingerprint(op: &Op) -> u64 {
+    let bytes = bincode::serde::encode_to_vec(op, bincode::config::standard()).expect("op encodes");
+    fingerprint64(&bytes)
+}
+
+/// What a request id remembers of an outcome; denials are not remembered, because they
+/// changed nothing: a retry is evaluated afresh.
+fn recorded(outcome: &Outcome) -> Option<Recorded> {
+    Some(match outcome {
+        Outcome::NodeCreated { node_id } => Recorded::NodeCreated { node_id: *node_id },
+        Outcome::GrantAdded { grant_id } => Recorded::GrantAdded { grant_id: *grant_id },
+        Outcome::Done => Recorded::Done,
+        Outcome::Reserved(r) => Recorded::Reserved {
+            reservation_id: r.reservation_id,
+            amount: r.amount,
+            expires_at_ms: r.expires_at_ms,
+        },
+        Outcome::Settled(s) => Recorded::Settled { reservation_id: s.reservation_id.unwrap_or(0), charged: s.charged },
+        Outcome::Released { reservation_id, amount } => {
+            Recorded::Released { reservation_id: *reservation_id, amount: *amount }
+        }
+        Outcome::Charged(s) => Recorded::Charged { charged: s.charged },
+        Outcome::Denied(_) | Outcome::Ticked { .. } | Outcome::Duplicate(_) => return None,
+    })
+}

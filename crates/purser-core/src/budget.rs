@@ -4,10 +4,18 @@
 //! node status → rate limits → caps (every window, own and role limits) → funding waterfall.
 //! Only when every level passes does anything change, so a denial changes nothing.
 
-use crate::command::{Actual, Amount, Attributes, Charge, LimitMode, OnExhausted, Reserve, RoleResolution, TokenUsage, Window};
+use crate::command::{
+    Actual, Amount, Attributes, Charge, LimitMode, OnExhausted, Reserve, RoleResolution,
+    TokenUsage, Window,
+};
 use crate::error::{Error, Result};
-use crate::event::{BalanceEvent, Event, GovernanceEvent, GrantBalance, MonetizationEvent, UsageEvent, WindowBalance};
-use crate::outcome::{Denial, DenyRule, FundingPart, Headroom, NodeStatus, Outcome, Reservation, Settlement};
+use crate::event::{
+    BalanceEvent, Event, GovernanceEvent, GrantBalance, MonetizationEvent, UsageEvent,
+    WindowBalance,
+};
+use crate::outcome::{
+    Denial, DenyRule, FundingPart, Headroom, NodeStatus, Outcome, Reservation, Settlement,
+};
 use crate::state::{limits, Ctx, Expired, Hold, LimitRule, Node, RateLimit, RateUnit, State};
 use crate::validate;
 use crate::window::Counter;
@@ -36,17 +44,30 @@ impl State {
                 NodeStatus::Paused => DenyRule::NodePaused,
                 NodeStatus::Closed => DenyRule::NodeClosed,
             };
-            return Err(Denial { node: id, rule, window: None, remaining: 0, requested: min, retry_after_ms: None });
+            return Err(Denial {
+                node: id,
+                rule,
+                window: None,
+                remaining: 0,
+                requested: min,
+                retry_after_ms: None,
+            });
         }
         let mut allow = max;
         for &id in path.as_slice() {
             for rate in self.matching_rates(id, currency, model) {
-                let cost = if rate.unit == RateUnit::Requests { 1 } else { min };
+                let cost = if rate.unit == RateUnit::Requests {
+                    1
+                } else {
+                    min
+                };
                 let capacity = gcra_capacity(rate, now_ms);
                 if capacity < cost {
                     return Err(Denial {
                         node: id,
-                        rule: DenyRule::RateLimit { key: rate.key.clone() },
+                        rule: DenyRule::RateLimit {
+                            key: rate.key.clone(),
+                        },
                         window: None,
                         remaining: capacity,
                         requested: min,
@@ -64,7 +85,9 @@ impl State {
         let mut plan = Vec::new();
         if self.root_of(leaf).currencies[currency as usize].funded {
             let candidates = self.waterfall(now_ms, leaf, currency);
-            let available = candidates.iter().fold(0u64, |sum, g| sum.saturating_add(self.grants[g].available()));
+            let available = candidates.iter().fold(0u64, |sum, g| {
+                sum.saturating_add(self.grants[g].available())
+            });
             if available < min {
                 return Err(Denial {
                     node: leaf,
@@ -87,7 +110,10 @@ impl State {
             }
         }
         debug_assert!(allow >= min && allow <= max);
-        Ok(Decision { amount: allow, plan })
+        Ok(Decision {
+            amount: allow,
+            plan,
+        })
     }
 
     pub(crate) fn matching_rates<'a>(
@@ -96,7 +122,11 @@ impl State {
         currency: u8,
         model: Option<&'a str>,
     ) -> impl Iterator<Item = &'a RateLimit> + 'a {
-        let rates = self.node(id).extra().map(|e| e.rates.as_slice()).unwrap_or_default();
+        let rates = self
+            .node(id)
+            .extra()
+            .map(|e| e.rates.as_slice())
+            .unwrap_or_default();
         rates.iter().filter(move |r| {
             (r.key == "*" || Some(r.key.as_str()) == model)
                 && match r.unit {
@@ -108,7 +138,13 @@ impl State {
 
     /// How much more this node's hard limits (own and through roles) admit in `currency` now;
     /// `u64::MAX` when none applies. A denial when less than `need` fits.
-    pub(crate) fn level_capacity(&self, id: u64, currency: u8, need: u64, now_ms: u64) -> std::result::Result<u64, Denial> {
+    pub(crate) fn level_capacity(
+        &self,
+        id: u64,
+        currency: u8,
+        need: u64,
+        now_ms: u64,
+    ) -> std::result::Result<u64, Denial> {
         let node = self.node(id);
         let held = node.accounts[currency as usize].held;
         let mut capacity = u64::MAX;
@@ -119,11 +155,22 @@ impl State {
             }
             let room = room(rule, &limit.counter, held, now_ms);
             if room < need {
-                return Err(cap_denial(id, DenyRule::Cap, rule, &limit.counter, held, need, room, now_ms));
+                return Err(cap_denial(
+                    id,
+                    DenyRule::Cap,
+                    rule,
+                    &limit.counter,
+                    held,
+                    need,
+                    room,
+                    now_ms,
+                ));
             }
             capacity = capacity.min(room);
         }
-        let Some(extra) = node.extra() else { return Ok(capacity) };
+        let Some(extra) = node.extra() else {
+            return Ok(capacity);
+        };
         if extra.roles.is_empty() {
             return Ok(capacity);
         }
@@ -131,15 +178,25 @@ impl State {
         // Per role: the room its hard limits leave, and the limit that binds.
         let mut best: Option<(u64, &str, Option<&LimitRule>)> = None;
         for role_name in &extra.roles {
-            let Some(role) = root.roles.iter().find(|r| &r.name == role_name) else { continue };
+            let Some(role) = root.roles.iter().find(|r| &r.name == role_name) else {
+                continue;
+            };
             let mut role_room = u64::MAX;
             let mut binding = None;
-            for rule in role.limits.iter().filter(|r| r.currency == currency && r.mode == LimitMode::Hard) {
+            for rule in role
+                .limits
+                .iter()
+                .filter(|r| r.currency == currency && r.mode == LimitMode::Hard)
+            {
                 let counter = role_counter(node, currency, rule.window);
                 let r = room(rule, counter, held, now_ms);
                 if root.resolution == RoleResolution::MostRestrictive && r < need {
-                    let rule_kind = DenyRule::RoleCap { role: role.name.clone() };
-                    return Err(cap_denial(id, rule_kind, rule, counter, held, need, r, now_ms));
+                    let rule_kind = DenyRule::RoleCap {
+                        role: role.name.clone(),
+                    };
+                    return Err(cap_denial(
+                        id, rule_kind, rule, counter, held, need, r, now_ms,
+                    ));
                 }
                 if r < role_room {
                     role_room = r;
@@ -159,8 +216,12 @@ impl State {
             if role_room < need {
                 let rule = binding.expect("a role with less room than needed has a binding limit");
                 let counter = role_counter(node, currency, rule.window);
-                let rule_kind = DenyRule::RoleCap { role: role.to_owned() };
-                return Err(cap_denial(id, rule_kind, rule, counter, held, need, role_room, now_ms));
+                let rule_kind = DenyRule::RoleCap {
+                    role: role.to_owned(),
+                };
+                return Err(cap_denial(
+                    id, rule_kind, rule, counter, held, need, role_room, now_ms,
+                ));
             }
             capacity = capacity.min(role_room);
         }
@@ -184,7 +245,9 @@ impl State {
                 (min, max)
             }
         };
-        if reserve.ttl_ms < self.config.hold_ttl_ms_min || reserve.ttl_ms > self.config.hold_ttl_ms_max {
+        if reserve.ttl_ms < self.config.hold_ttl_ms_min
+            || reserve.ttl_ms > self.config.hold_ttl_ms_max
+        {
             return Err(Error::invalid(format!(
                 "ttl {} ms is outside {}..={} ms",
                 reserve.ttl_ms, self.config.hold_ttl_ms_min, self.config.hold_ttl_ms_max
@@ -192,17 +255,30 @@ impl State {
         }
         validate_attrs(&reserve.attrs)?;
         if self.holds.len() >= limits::HOLDS_OPEN_MAX {
-            return Err(Error::exhausted(format!("{} holds are open, the most the cluster keeps", limits::HOLDS_OPEN_MAX)));
+            return Err(Error::exhausted(format!(
+                "{} holds are open, the most the cluster keeps",
+                limits::HOLDS_OPEN_MAX
+            )));
         }
         let now = ctx.now_ms;
-        let decision = match self.evaluate(now, leaf, currency, (min, max), reserve.attrs.model.as_deref()) {
+        let decision = match self.evaluate(
+            now,
+            leaf,
+            currency,
+            (min, max),
+            reserve.attrs.model.as_deref(),
+        ) {
             Ok(decision) => decision,
             Err(denial) => return Ok(Outcome::Denied(denial)),
         };
         let amount = decision.amount;
         let path = self.path_ids(leaf);
         for &id in path.as_slice() {
-            if self.node(id).accounts[currency as usize].held.checked_add(amount).is_none() {
+            if self.node(id).accounts[currency as usize]
+                .held
+                .checked_add(amount)
+                .is_none()
+            {
                 return Err(Error::invalid("the amount overflows the held total"));
             }
         }
@@ -211,7 +287,13 @@ impl State {
         for &id in path.as_slice() {
             self.node_mut(id).accounts[currency as usize].held += amount;
         }
-        self.take_rates(path.as_slice(), currency, reserve.attrs.model.as_deref(), amount, now);
+        self.take_rates(
+            path.as_slice(),
+            currency,
+            reserve.attrs.model.as_deref(),
+            amount,
+            now,
+        );
         for &(g, part) in &decision.plan {
             self.grants.get_mut(&g).expect("planned grant exists").held += part;
         }
@@ -239,7 +321,10 @@ impl State {
             .iter()
             .map(|&id| {
                 let capacity = self.level_capacity(id, currency, 0, now).unwrap_or(0);
-                Headroom { node: id, remaining: (capacity != u64::MAX).then_some(capacity) }
+                Headroom {
+                    node: id,
+                    remaining: (capacity != u64::MAX).then_some(capacity),
+                }
             })
             .collect();
         Ok(Outcome::Reserved(Reservation {
@@ -254,9 +339,18 @@ impl State {
     }
 
     /// Charges the granted request to every matching rate limit on the path.
-    fn take_rates(&mut self, path: &[u64], currency: u8, model: Option<&str>, amount: u64, now_ms: u64) {
+    fn take_rates(
+        &mut self,
+        path: &[u64],
+        currency: u8,
+        model: Option<&str>,
+        amount: u64,
+        now_ms: u64,
+    ) {
         for &id in path {
-            let Some(extra) = self.node_mut(id).extra.as_deref_mut() else { continue };
+            let Some(extra) = self.node_mut(id).extra.as_deref_mut() else {
+                continue;
+            };
             for rate in extra.rates.iter_mut() {
                 if rate.key != "*" && Some(rate.key.as_str()) != model {
                     continue;
@@ -271,7 +365,13 @@ impl State {
     }
 
     pub(crate) fn funding_parts(&self, plan: &[(u64, u64)]) -> Vec<FundingPart> {
-        plan.iter().map(|&(g, amount)| FundingPart { grant_id: g, node: self.grants[&g].node, amount }).collect()
+        plan.iter()
+            .map(|&(g, amount)| FundingPart {
+                grant_id: g,
+                node: self.grants[&g].node,
+                amount,
+            })
+            .collect()
     }
 
     fn soft_limit_alerts(&self, ctx: &mut Ctx, path: &[u64], currency: u8, amount: u64) {
@@ -283,16 +383,20 @@ impl State {
                 if rule.currency != currency || rule.mode != LimitMode::Soft {
                     return;
                 }
-                let would_be = counter.spent_at(rule.window, now).saturating_add(held).saturating_add(amount);
+                let would_be = counter
+                    .spent_at(rule.window, now)
+                    .saturating_add(held)
+                    .saturating_add(amount);
                 if would_be > rule.amount {
-                    ctx.events.push(Event::Governance(GovernanceEvent::SoftLimitExceeded {
-                        node: id,
-                        role: role.map(str::to_owned),
-                        currency: self.currency_code(node.root, currency).to_owned(),
-                        window: rule.window,
-                        amount: rule.amount,
-                        would_be,
-                    }));
+                    ctx.events
+                        .push(Event::Governance(GovernanceEvent::SoftLimitExceeded {
+                            node: id,
+                            role: role.map(str::to_owned),
+                            currency: self.currency_code(node.root, currency).to_owned(),
+                            window: rule.window,
+                            amount: rule.amount,
+                            would_be,
+                        }));
                 }
             };
             for limit in &node.limits {
@@ -305,22 +409,38 @@ impl State {
     }
 
     /// The node's role limits in `currency`, with the role that carries each.
-    pub(crate) fn role_rules<'a>(&'a self, node: &'a Node, currency: u8) -> impl Iterator<Item = (&'a str, &'a LimitRule)> + 'a {
+    pub(crate) fn role_rules<'a>(
+        &'a self,
+        node: &'a Node,
+        currency: u8,
+    ) -> impl Iterator<Item = (&'a str, &'a LimitRule)> + 'a {
         let root = &self.roots[&node.root];
         let roles = node.extra().map(|e| e.roles.as_slice()).unwrap_or_default();
         roles
             .iter()
             .filter_map(move |name| root.roles.iter().find(|r| &r.name == name))
-            .flat_map(move |role| role.limits.iter().filter(move |r| r.currency == currency).map(move |r| (role.name.as_str(), r)))
+            .flat_map(move |role| {
+                role.limits
+                    .iter()
+                    .filter(move |r| r.currency == currency)
+                    .map(move |r| (role.name.as_str(), r))
+            })
     }
 
-    pub(crate) fn settle(&mut self, ctx: &mut Ctx, reservation_id: u64, actual: Actual) -> Result<Outcome> {
+    pub(crate) fn settle(
+        &mut self,
+        ctx: &mut Ctx,
+        reservation_id: u64,
+        actual: Actual,
+    ) -> Result<Outcome> {
         let (node, currency, held, late) = if let Some(hold) = self.holds.get(&reservation_id) {
             (hold.node, hold.currency, hold.amount, false)
         } else if let Some(expired) = self.expired.get(&reservation_id) {
             (expired.node, expired.currency, 0, true)
         } else {
-            return Err(Error::not_found(format!("reservation {reservation_id} is not open")));
+            return Err(Error::not_found(format!(
+                "reservation {reservation_id} is not open"
+            )));
         };
         let (amount, tokens) = self.price(node, currency, actual)?;
         self.check_charge_fits(node, currency, amount, ctx.now_ms)?;
@@ -332,34 +452,61 @@ impl State {
             let hold = self.remove_hold(reservation_id);
             (hold.plan, hold.attrs)
         };
-        let settlement = self.book(ctx, Booking { reservation_id: Some(reservation_id), node, currency, amount, held, plan, tokens, attrs, late });
+        let settlement = self.book(
+            ctx,
+            Booking {
+                reservation_id: Some(reservation_id),
+                node,
+                currency,
+                amount,
+                held,
+                plan,
+                tokens,
+                attrs,
+                late,
+            },
+        );
         Ok(Outcome::Settled(settlement))
     }
 
     pub(crate) fn release(&mut self, ctx: &mut Ctx, reservation_id: u64) -> Result<Outcome> {
         if !self.holds.contains_key(&reservation_id) {
             if self.expired.contains_key(&reservation_id) {
-                return Err(Error::precondition(format!("reservation {reservation_id} expired and was already released")));
+                return Err(Error::precondition(format!(
+                    "reservation {reservation_id} expired and was already released"
+                )));
             }
-            return Err(Error::not_found(format!("reservation {reservation_id} is not open")));
+            return Err(Error::not_found(format!(
+                "reservation {reservation_id} is not open"
+            )));
         }
         let hold = self.remove_hold(reservation_id);
         let mut governance = Vec::new();
         for &(g, part) in &hold.plan {
             self.unhold_grant(&mut governance, g, part, 0);
         }
-        ctx.events.extend(governance.into_iter().map(Event::Governance));
-        Ok(Outcome::Released { reservation_id, amount: hold.amount })
+        ctx.events
+            .extend(governance.into_iter().map(Event::Governance));
+        Ok(Outcome::Released {
+            reservation_id,
+            amount: hold.amount,
+        })
     }
 
     /// Takes a hold out of the hot state and off its path; grant holds stay for the caller.
     pub(crate) fn remove_hold(&mut self, reservation_id: u64) -> Hold {
-        let hold = self.holds.remove(&reservation_id).expect("caller checked the hold");
+        let hold = self
+            .holds
+            .remove(&reservation_id)
+            .expect("caller checked the hold");
         self.hold_due.remove(&(hold.expires_at_ms, reservation_id));
         let path = self.path_ids(hold.node);
         for &id in path.as_slice() {
             let account = &mut self.node_mut(id).accounts[hold.currency as usize];
-            account.held = account.held.checked_sub(hold.amount).expect("held covers every open hold");
+            account.held = account
+                .held
+                .checked_sub(hold.amount)
+                .expect("held covers every open hold");
         }
         let leaf = self.node_mut(hold.node);
         leaf.holds_open -= 1;
@@ -376,19 +523,41 @@ impl State {
         }
         self.check_charge_fits(leaf, currency, amount, ctx.now_ms)?;
         let now = ctx.now_ms;
-        let decision = match self.evaluate(now, leaf, currency, (amount, amount), charge.attrs.model.as_deref()) {
+        let decision = match self.evaluate(
+            now,
+            leaf,
+            currency,
+            (amount, amount),
+            charge.attrs.model.as_deref(),
+        ) {
             Ok(decision) => decision,
             Err(denial) => return Ok(Outcome::Denied(denial)),
         };
         let path = self.path_ids(leaf);
-        self.take_rates(path.as_slice(), currency, charge.attrs.model.as_deref(), amount, now);
+        self.take_rates(
+            path.as_slice(),
+            currency,
+            charge.attrs.model.as_deref(),
+            amount,
+            now,
+        );
         // The plan was not held: hold it now so that booking treats it like a settle.
         for &(g, part) in &decision.plan {
             self.grants.get_mut(&g).expect("planned grant exists").held += part;
         }
         let settlement = self.book(
             ctx,
-            Booking { reservation_id: None, node: leaf, currency, amount, held: amount, plan: decision.plan, tokens, attrs: charge.attrs, late: false },
+            Booking {
+                reservation_id: None,
+                node: leaf,
+                currency,
+                amount,
+                held: amount,
+                plan: decision.plan,
+                tokens,
+                attrs: charge.attrs,
+                late: false,
+            },
         );
         Ok(Outcome::Charged(settlement))
     }
@@ -414,7 +583,9 @@ impl State {
                 // Round up: a fraction of a minor unit is still consumed.
                 let amount = micro.div_ceil(1_000_000);
                 if amount > u128::from(limits::AMOUNT_MAX) {
-                    return Err(Error::invalid("the token usage costs more than the largest amount"));
+                    return Err(Error::invalid(
+                        "the token usage costs more than the largest amount",
+                    ));
                 }
                 Ok((amount as u64, Some(usage)))
             }
@@ -427,15 +598,32 @@ impl State {
         for &id in self.path_ids(leaf).as_slice() {
             let node = self.node(id);
             let account = &node.accounts[currency as usize];
-            account.spent_total.checked_add(amount).ok_or_else(overflow)?;
+            account
+                .spent_total
+                .checked_add(amount)
+                .ok_or_else(overflow)?;
             account.debt.checked_add(amount).ok_or_else(overflow)?;
-            account.subtree_debt.checked_add(amount).ok_or_else(overflow)?;
+            account
+                .subtree_debt
+                .checked_add(amount)
+                .ok_or_else(overflow)?;
             for limit in node.limits.iter().filter(|l| l.rule.currency == currency) {
-                limit.counter.spent_at(limit.rule.window, now_ms).checked_add(amount).ok_or_else(overflow)?;
+                limit
+                    .counter
+                    .spent_at(limit.rule.window, now_ms)
+                    .checked_add(amount)
+                    .ok_or_else(overflow)?;
             }
-            for rc in node.extra().map(|e| e.role_counters.as_slice()).unwrap_or_default() {
+            for rc in node
+                .extra()
+                .map(|e| e.role_counters.as_slice())
+                .unwrap_or_default()
+            {
                 if rc.currency == currency {
-                    rc.counter.spent_at(rc.window, now_ms).checked_add(amount).ok_or_else(overflow)?;
+                    rc.counter
+                        .spent_at(rc.window, now_ms)
+                        .checked_add(amount)
+                        .ok_or_else(overflow)?;
                 }
             }
         }
@@ -447,7 +635,9 @@ impl State {
     fn book(&mut self, ctx: &mut Ctx, b: Booking) -> Settlement {
         let now = ctx.now_ms;
         let funded = self.root_of(b.node).currencies[b.currency as usize].funded;
-        let code = self.currency_code(self.node(b.node).root, b.currency).to_owned();
+        let code = self
+            .currency_code(self.node(b.node).root, b.currency)
+            .to_owned();
         let mut parts: Vec<(u64, u64)> = Vec::new();
         let mut governance = Vec::new();
         let mut to_pay = b.amount;
@@ -498,7 +688,8 @@ impl State {
                 },
             );
         }
-        let windows = self.charge_windows(&mut governance, path.as_slice(), b.currency, b.amount, now);
+        let windows =
+            self.charge_windows(&mut governance, path.as_slice(), b.currency, b.amount, now);
         let plan = self.funding_parts(&parts);
         ctx.events.push(Event::Usage(UsageEvent {
             at_ms: now,
@@ -521,10 +712,20 @@ impl State {
         let grants = parts
             .iter()
             .filter_map(|&(g, _)| self.grants.get(&g))
-            .map(|g| GrantBalance { grant_id: g.id, remaining: g.remaining, held: g.held })
+            .map(|g| GrantBalance {
+                grant_id: g.id,
+                remaining: g.remaining,
+                held: g.held,
+            })
             .collect();
-        ctx.events.push(Event::Balance(BalanceEvent { at_ms: now, grants, windows }));
-        ctx.events.extend(governance.into_iter().map(Event::Governance));
+        ctx.events.push(Event::Balance(BalanceEvent {
+            at_ms: now,
+            currency: code.clone(),
+            grants,
+            windows,
+        }));
+        ctx.events
+            .extend(governance.into_iter().map(Event::Governance));
         Settlement {
             reservation_id: b.reservation_id,
             node: b.node,
@@ -540,44 +741,95 @@ impl State {
 
     /// Adds a settled amount to every counter on the path, with threshold, reset and pause
     /// events. Returns the window balances after the change.
-    fn charge_windows(&mut self, governance: &mut Vec<GovernanceEvent>, path: &[u64], currency: u8, amount: u64, now: u64) -> Vec<WindowBalance> {
+    fn charge_windows(
+        &mut self,
+        governance: &mut Vec<GovernanceEvent>,
+        path: &[u64],
+        currency: u8,
+        amount: u64,
+        now: u64,
+    ) -> Vec<WindowBalance> {
         let mut balances = Vec::new();
         for &id in path {
             let root_id = self.node(id).root;
-            let code = self.roots[&root_id].currencies[currency as usize].code.clone();
+            let code = &self.roots[&root_id].currencies[currency as usize].code;
+            let code = code.clone();
             let mut pause = false;
             let node = &mut self.nodes[(id - 1) as usize];
             node.accounts[currency as usize].spent_total += amount;
-            for limit in node.limits.iter_mut().filter(|l| l.rule.currency == currency) {
-                let (before, after, closed) = limit.counter.add(limit.rule.window, now, amount).expect("checked before");
+            for limit in node
+                .limits
+                .iter_mut()
+                .filter(|l| l.rule.currency == currency)
+            {
+                let (before, after, closed) = limit
+                    .counter
+                    .add(limit.rule.window, now, amount)
+                    .expect("checked before");
                 if let Some(closed) = closed {
-                    governance.push(GovernanceEvent::WindowReset { node: id, from_roles: false, currency: code.clone(), window: limit.rule.window, closed_start_ms: closed.start_ms, spent: closed.spent });
+                    governance.push(GovernanceEvent::WindowReset {
+                        node: id,
+                        from_roles: false,
+                        currency: code.clone(),
+                        window: limit.rule.window,
+                        closed_start_ms: closed.start_ms,
+                        spent: closed.spent,
+                    });
                 }
                 pause |= crossings(governance, id, None, &code, &limit.rule, before, after);
-                balances.push(WindowBalance { node: id, from_roles: false, currency: code.clone(), window: limit.rule.window, spent: after });
+                balances.push(WindowBalance {
+                    node: id,
+                    from_roles: false,
+                    window: limit.rule.window,
+                    spent: after,
+                });
             }
             let mut role_spend: Vec<(Window, u64, u64)> = Vec::new();
             if let Some(extra) = node.extra.as_deref_mut() {
-                for rc in extra.role_counters.iter_mut().filter(|c| c.currency == currency) {
-                    let (before, after, closed) = rc.counter.add(rc.window, now, amount).expect("checked before");
+                for rc in extra
+                    .role_counters
+                    .iter_mut()
+                    .filter(|c| c.currency == currency)
+                {
+                    let (before, after, closed) = rc
+                        .counter
+                        .add(rc.window, now, amount)
+                        .expect("checked before");
                     if let Some(closed) = closed {
-                        governance.push(GovernanceEvent::WindowReset { node: id, from_roles: true, currency: code.clone(), window: rc.window, closed_start_ms: closed.start_ms, spent: closed.spent });
+                        governance.push(GovernanceEvent::WindowReset {
+                            node: id,
+                            from_roles: true,
+                            currency: code.clone(),
+                            window: rc.window,
+                            closed_start_ms: closed.start_ms,
+                            spent: closed.spent,
+                        });
                     }
                     role_spend.push((rc.window, before, after));
-                    balances.push(WindowBalance { node: id, from_roles: true, currency: code.clone(), window: rc.window, spent: after });
+                    balances.push(WindowBalance {
+                        node: id,
+                        from_roles: true,
+                        window: rc.window,
+                        spent: after,
+                    });
                 }
             }
             if !role_spend.is_empty() {
                 let node = self.node(id);
                 for (role, rule) in self.role_rules(node, currency) {
-                    if let Some(&(_, before, after)) = role_spend.iter().find(|(w, _, _)| *w == rule.window) {
+                    if let Some(&(_, before, after)) =
+                        role_spend.iter().find(|(w, _, _)| *w == rule.window)
+                    {
                         pause |= crossings(governance, id, Some(role), &code, rule, before, after);
                     }
                 }
             }
             if pause && self.node(id).status == NodeStatus::Active {
                 self.node_mut(id).status = NodeStatus::Paused;
-                governance.push(GovernanceEvent::Paused { node: id, by_limit: true });
+                governance.push(GovernanceEvent::Paused {
+                    node: id,
+                    by_limit: true,
+                });
             }
         }
         balances
@@ -590,18 +842,37 @@ impl State {
         for &(g, part) in &hold.plan {
             self.unhold_grant(&mut governance, g, part, 0);
         }
-        ctx.events.extend(governance.into_iter().map(Event::Governance));
-        let code = self.currency_code(self.node(hold.node).root, hold.currency).to_owned();
-        ctx.events.push(Event::Governance(GovernanceEvent::HoldExpired {
-            reservation_id,
-            node: hold.node,
-            currency: code,
-            amount: hold.amount,
-        }));
-        let forget_at_ms = ctx.now_ms + self.config.request_retention_ms + limits::CLOCK_SKEW_MS_MAX;
+        ctx.events
+            .extend(governance.into_iter().map(Event::Governance));
+        let code = self
+            .currency_code(self.node(hold.node).root, hold.currency)
+            .to_owned();
+        ctx.events
+            .push(Event::Governance(GovernanceEvent::HoldExpired {
+                reservation_id,
+                node: hold.node,
+                currency: code,
+                amount: hold.amount,
+            }));
+        let mut forget_at_ms =
+            ctx.now_ms + self.config.request_retention_ms + limits::CLOCK_SKEW_MS_MAX;
+        // Keep the queue in forget order even after the retention was shortened.
+        if let Some(last) = self
+            .expired_order
+            .back()
+            .and_then(|id| self.expired.get(id))
+        {
+            forget_at_ms = forget_at_ms.max(last.forget_at_ms);
+        }
         self.expired.insert(
             reservation_id,
-            Expired { node: hold.node, currency: hold.currency, amount: hold.amount, forget_at_ms, attrs: hold.attrs },
+            Expired {
+                node: hold.node,
+                currency: hold.currency,
+                amount: hold.amount,
+                forget_at_ms,
+                attrs: hold.attrs,
+            },
         );
         self.expired_order.push_back(reservation_id);
     }
@@ -622,11 +893,21 @@ pub(crate) struct Booking {
 
 /// `amount - spent - held`, saturating.
 fn room(rule: &LimitRule, counter: &Counter, held: u64, now_ms: u64) -> u64 {
-    rule.amount.saturating_sub(counter.spent_at(rule.window, now_ms).saturating_add(held))
+    rule.amount
+        .saturating_sub(counter.spent_at(rule.window, now_ms).saturating_add(held))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn cap_denial(node: u64, rule_kind: DenyRule, rule: &LimitRule, counter: &Counter, held: u64, need: u64, room: u64, now_ms: u64) -> Denial {
+fn cap_denial(
+    node: u64,
+    rule_kind: DenyRule,
+    rule: &LimitRule,
+    counter: &Counter,
+    held: u64,
+    need: u64,
+    room: u64,
+    now_ms: u64,
+) -> Denial {
     Denial {
         node,
         rule: rule_kind,
@@ -640,13 +921,25 @@ fn cap_denial(node: u64, rule_kind: DenyRule, rule: &LimitRule, counter: &Counte
 pub(crate) fn role_counter(node: &Node, currency: u8, window: Window) -> &Counter {
     static FRESH: std::sync::OnceLock<Counter> = std::sync::OnceLock::new();
     node.extra()
-        .and_then(|e| e.role_counters.iter().find(|c| c.currency == currency && c.window == window))
+        .and_then(|e| {
+            e.role_counters
+                .iter()
+                .find(|c| c.currency == currency && c.window == window)
+        })
         .map(|c| &c.counter)
         .unwrap_or_else(|| FRESH.get_or_init(Counter::fresh))
 }
 
 /// Threshold events for spend going from `before` to `after`; true if the node must pause.
-fn crossings(out: &mut Vec<GovernanceEvent>, node: u64, role: Option<&str>, code: &str, rule: &LimitRule, before: u64, after: u64) -> bool {
+fn crossings(
+    out: &mut Vec<GovernanceEvent>,
+    node: u64,
+    role: Option<&str>,
+    code: &str,
+    rule: &LimitRule,
+    before: u64,
+    after: u64,
+) -> bool {
     let amount = u128::from(rule.amount);
     for &percent in &rule.thresholds {
         let mark = amount * u128::from(percent);
@@ -700,7 +993,9 @@ fn gcra_retry_after(rate: &RateLimit, now_ms: u64, cost: u64) -> Option<u64> {
     let period = u128::from(rate.period_ms);
     let now = u128::from(now_ms) * n;
     let tat = rate.tat.max(now);
-    let ready = (tat + period * u128::from(cost)).saturating_sub(period * n).div_ceil(n);
+    let ready = (tat + period * u128::from(cost))
+        .saturating_sub(period * n)
+        .div_ceil(n);
     Some((ready.saturating_sub(u128::from(now_ms))).min(u128::from(u64::MAX)) as u64)
 }
 

@@ -46,11 +46,20 @@ pub struct Command {
 
 impl Command {
     pub fn new(request_id: impl Into<String>, sent_at_ms: u64, op: Op) -> Self {
-        Command { request: Some(RequestMeta { id: request_id.into(), sent_at_ms }), op }
+        Command {
+            request: Some(RequestMeta {
+                id: request_id.into(),
+                sent_at_ms,
+            }),
+            op,
+        }
     }
 
     pub fn tick() -> Self {
-        Command { request: None, op: Op::Tick }
+        Command {
+            request: None,
+            op: Op::Tick,
+        }
     }
 
     /// `[COMMAND_FORMAT_VERSION] ++ bincode(self)`.
@@ -64,16 +73,16 @@ impl Command {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        let (&version, body) =
-            bytes.split_first().ok_or_else(|| Error::invalid("empty command encoding"))?;
+        let (&version, body) = bytes
+            .split_first()
+            .ok_or_else(|| Error::invalid("empty command encoding"))?;
         if version != COMMAND_FORMAT_VERSION {
             return Err(Error::invalid(format!(
                 "command format version {version} is not supported (this build reads {COMMAND_FORMAT_VERSION})"
             )));
         }
-        let (command, used) =
-            bincode::serde::decode_from_slice(body, bincode::config::standard())
-                .map_err(|e| Error::invalid(format!("undecodable command: {e}")))?;
+        let (command, used) = bincode::serde::decode_from_slice(body, bincode::config::standard())
+            .map_err(|e| Error::invalid(format!("undecodable command: {e}")))?;
         if used != body.len() {
             return Err(Error::invalid("trailing bytes after command"));
         }
@@ -84,28 +93,80 @@ impl Command {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Op {
     CreateNode(CreateNode),
-    MoveNode { node: NodeRef, new_parent: NodeRef },
-    CloseNode { node: NodeRef },
-    PauseNode { node: NodeRef },
-    ResumeNode { node: NodeRef },
+    MoveNode {
+        node: NodeRef,
+        new_parent: NodeRef,
+    },
+    CloseNode {
+        node: NodeRef,
+    },
+    PauseNode {
+        node: NodeRef,
+    },
+    ResumeNode {
+        node: NodeRef,
+    },
     /// Insert or replace the node's limit on `(currency, window)`.
-    SetLimit { node: NodeRef, limit: LimitSpec },
-    RemoveLimit { node: NodeRef, currency: String, window: Window },
+    SetLimit {
+        node: NodeRef,
+        limit: LimitSpec,
+    },
+    RemoveLimit {
+        node: NodeRef,
+        currency: String,
+        window: Window,
+    },
     /// Insert or replace the node's rate limit on `(key, kind)`.
-    SetRateLimit { node: NodeRef, rate: RateLimitSpec },
-    RemoveRateLimit { node: NodeRef, key: String, kind: RateKind },
-    AddGrant { node: NodeRef, grant: GrantSpec },
+    SetRateLimit {
+        node: NodeRef,
+        rate: RateLimitSpec,
+    },
+    RemoveRateLimit {
+        node: NodeRef,
+        key: String,
+        kind: RateKind,
+    },
+    AddGrant {
+        node: NodeRef,
+        grant: GrantSpec,
+    },
     /// Insert or replace a role of a root.
-    DefineRole { root: NodeRef, name: String, limits: Vec<LimitSpec> },
-    RemoveRole { root: NodeRef, name: String },
+    DefineRole {
+        root: NodeRef,
+        name: String,
+        limits: Vec<LimitSpec>,
+    },
+    RemoveRole {
+        root: NodeRef,
+        name: String,
+    },
     /// Replace the roles of a member node.
-    AssignRoles { node: NodeRef, roles: Vec<String> },
-    SetRoleResolution { root: NodeRef, resolution: RoleResolution },
-    SetPrice { root: NodeRef, price: PriceSpec },
-    RemovePrice { root: NodeRef, provider: String, model: String, currency: String },
+    AssignRoles {
+        node: NodeRef,
+        roles: Vec<String>,
+    },
+    SetRoleResolution {
+        root: NodeRef,
+        resolution: RoleResolution,
+    },
+    SetPrice {
+        root: NodeRef,
+        price: PriceSpec,
+    },
+    RemovePrice {
+        root: NodeRef,
+        provider: String,
+        model: String,
+        currency: String,
+    },
     Reserve(Reserve),
-    Settle { reservation_id: u64, actual: Actual },
-    Release { reservation_id: u64 },
+    Settle {
+        reservation_id: u64,
+        actual: Actual,
+    },
+    Release {
+        reservation_id: u64,
+    },
     Charge(Charge),
     SetConfig(ConfigPatch),
     /// Leader-issued: expire holds past their TTL, expire and renew grants that are due.
@@ -145,10 +206,14 @@ pub enum Window {
     Lifetime,
     Calendar(Period),
     /// Rolling window of `duration_ms`, kept in [`crate::SLIDING_BUCKETS`] buckets.
-    Sliding { duration_ms: u64 },
+    Sliding {
+        duration_ms: u64,
+    },
     /// Starts at the first settle with a non-zero amount and lasts `duration_ms`; the next
     /// consuming settle after it ends starts a new one.
-    FirstUse { duration_ms: u64 },
+    FirstUse {
+        duration_ms: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -272,7 +337,10 @@ pub struct Attributes {
 pub enum Amount {
     Exact(i64),
     /// Grant the largest amount in `min..=max` that passes every check.
-    Range { min: i64, max: i64 },
+    Range {
+        min: i64,
+        max: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -50,7 +50,6 @@ pub struct WindowBalance {
     pub node: u64,
     /// The member's counter shared by its roles' limits on this window, not its own limit's.
     pub from_roles: bool,
-    pub currency: String,
     pub window: Window,
     pub spent: u64,
 }
@@ -58,6 +57,8 @@ pub struct WindowBalance {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceEvent {
     pub at_ms: u64,
+    /// The currency of every balance below.
+    pub currency: String,
     pub grants: Vec<GrantBalance>,
     pub windows: Vec<WindowBalance>,
 }
@@ -82,14 +83,55 @@ pub enum GovernanceEvent {
         amount: u64,
         would_be: u64,
     },
-    Paused { node: u64, by_limit: bool },
-    Resumed { node: u64 },
+    Paused {
+        node: u64,
+        by_limit: bool,
+    },
+    Resumed {
+        node: u64,
+    },
     /// A window closed; emitted at the first settle that lands in a later window.
-    WindowReset { node: u64, from_roles: bool, currency: String, window: Window, closed_start_ms: u64, spent: u64 },
-    GrantExpired { grant_id: u64, forfeited: u64 },
-    GrantExhausted { grant_id: u64 },
-    GrantRenewed { grant_id: u64, carried: u64, forfeited: u64, allotment: u64, remaining: u64 },
-    DebtPaid { node: u64, grant_id: u64, currency: String, amount: u64 },
-    Overrun { reservation_id: Option<u64>, node: u64, currency: String, held: u64, actual: u64, debt: u64, late: bool },
-    HoldExpired { reservation_id: u64, node: u64, currency: String, amount: u64 },
+    WindowReset {
+        node: u64,
+        from_roles: bool,
+        currency: String,
+        window: Window,
+        closed_start_ms: u64,
+        spent: u64,
+    },
+    GrantExpired {
+        grant_id: u64,
+        forfeited: u64,
+    },
+    GrantExhausted {
+        grant_id: u64,
+    },
+    GrantRenewed {
+        grant_id: u64,
+        carried: u64,
+        forfeited: u64,
+        allotment: u64,
+        remaining: u64,
+    },
+    DebtPaid {
+        node: u64,
+        grant_id: u64,
+        currency: String,
+        amount: u64,
+    },
+    Overrun {
+        reservation_id: Option<u64>,
+        node: u64,
+        currency: String,
+        held: u64,
+        actual: u64,
+        debt: u64,
+        late: bool,
+    },
+    HoldExpired {
+        reservation_id: u64,
+        node: u64,
+        currency: String,
+        amount: u64,
+    },
 }

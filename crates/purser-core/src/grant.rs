@@ -10,7 +10,12 @@ use crate::state::{limits, Ctx, Grant, State};
 use crate::validate;
 
 impl State {
-    pub(crate) fn add_grant(&mut self, ctx: &mut Ctx, node: &NodeRef, spec: GrantSpec) -> Result<Outcome> {
+    pub(crate) fn add_grant(
+        &mut self,
+        ctx: &mut Ctx,
+        node: &NodeRef,
+        spec: GrantSpec,
+    ) -> Result<Outcome> {
         let id = self.resolve(node)?;
         let root = self.root_of(id);
         let currency = root.currency(&spec.currency)?;
@@ -25,7 +30,9 @@ impl State {
         let effective_at_ms = spec.effective_at_ms.unwrap_or(now);
         if let Some(expires) = spec.expires_at_ms {
             if expires <= effective_at_ms || expires <= now {
-                return Err(Error::invalid("a grant must expire after it takes effect and after now"));
+                return Err(Error::invalid(
+                    "a grant must expire after it takes effect and after now",
+                ));
             }
         }
         match (spec.recur, spec.rollover) {
@@ -41,7 +48,10 @@ impl State {
         }
         let owned = self.node(id).extra().map_or(0, |e| e.grants.len());
         if owned >= limits::GRANTS_PER_NODE_MAX {
-            return Err(Error::exhausted(format!("a node owns at most {} grants", limits::GRANTS_PER_NODE_MAX)));
+            return Err(Error::exhausted(format!(
+                "a node owns at most {} grants",
+                limits::GRANTS_PER_NODE_MAX
+            )));
         }
         let grant_id = self.next_grant_id;
         self.next_grant_id += 1;
@@ -83,7 +93,11 @@ impl State {
         let mut candidates: Vec<(u32, u64, Reverse<u8>, u64)> = Vec::new();
         for &id in self.path_ids(leaf).as_slice() {
             let node = self.node(id);
-            for &g in node.extra().map(|e| e.grants.as_slice()).unwrap_or_default() {
+            for &g in node
+                .extra()
+                .map(|e| e.grants.as_slice())
+                .unwrap_or_default()
+            {
                 let grant = &self.grants[&g];
                 let usable = grant.currency == currency
                     && !grant.expired
@@ -92,7 +106,12 @@ impl State {
                     && grant.expires_at_ms.is_none_or(|e| now_ms < e)
                     && grant.available() > 0;
                 if usable {
-                    candidates.push((grant.priority, grant.expires_at_ms.unwrap_or(u64::MAX), Reverse(node.depth), g));
+                    candidates.push((
+                        grant.priority,
+                        grant.expires_at_ms.unwrap_or(u64::MAX),
+                        Reverse(node.depth),
+                        g,
+                    ));
                 }
             }
         }
@@ -102,9 +121,21 @@ impl State {
 
     /// Lifts `part` of a hold off grant `g`, of which `take` is consumed. On an expired grant
     /// the released rest is forfeited; an expired grant that reaches zero is dropped.
-    pub(crate) fn unhold_grant(&mut self, governance: &mut Vec<GovernanceEvent>, g: u64, part: u64, take: u64) {
-        let grant = self.grants.get_mut(&g).expect("a held grant stays until its holds resolve");
-        grant.held = grant.held.checked_sub(part).expect("grant held covers its holds");
+    pub(crate) fn unhold_grant(
+        &mut self,
+        governance: &mut Vec<GovernanceEvent>,
+        g: u64,
+        part: u64,
+        take: u64,
+    ) {
+        let grant = self
+            .grants
+            .get_mut(&g)
+            .expect("a held grant stays until its holds resolve");
+        grant.held = grant
+            .held
+            .checked_sub(part)
+            .expect("grant held covers its holds");
         grant.remaining -= take;
         if grant.expired {
             grant.remaining -= part - take;
@@ -145,10 +176,17 @@ impl State {
             if node.accounts[c].debt > 0 {
                 debtors.push(at);
             }
-            stack.extend(node.children.iter().copied().filter(|ch| self.node(*ch).accounts[c].subtree_debt > 0));
+            stack.extend(
+                node.children
+                    .iter()
+                    .copied()
+                    .filter(|ch| self.node(*ch).accounts[c].subtree_debt > 0),
+            );
         }
         debtors.sort_unstable();
-        let code = self.currency_code(self.node(owner).root, currency).to_owned();
+        let code = self
+            .currency_code(self.node(owner).root, currency)
+            .to_owned();
         for debtor in debtors {
             let available = self.grants[&g].available();
             let pay = available.min(self.node(debtor).accounts[c].debt);
@@ -162,14 +200,18 @@ impl State {
             for &id in self.path_ids(debtor).as_slice() {
                 self.node_mut(id).accounts[c].subtree_debt -= pay;
             }
-            ctx.events.push(Event::Governance(GovernanceEvent::DebtPaid {
-                node: debtor,
-                grant_id: g,
-                currency: code.clone(),
-                amount: pay,
-            }));
+            ctx.events
+                .push(Event::Governance(GovernanceEvent::DebtPaid {
+                    node: debtor,
+                    grant_id: g,
+                    currency: code.clone(),
+                    amount: pay,
+                }));
             if exhausted {
-                ctx.events.push(Event::Governance(GovernanceEvent::GrantExhausted { grant_id: g }));
+                ctx.events
+                    .push(Event::Governance(GovernanceEvent::GrantExhausted {
+                        grant_id: g,
+                    }));
             }
         }
     }
@@ -181,7 +223,9 @@ impl State {
         let (mut holds_expired, mut grants_expired, mut grants_renewed) = (0u32, 0u32, 0u32);
         let mut budget = limits::TICK_ITEMS_MAX;
         while budget > 0 {
-            let Some(&(due, id)) = self.hold_due.first() else { break };
+            let Some(&(due, id)) = self.hold_due.first() else {
+                break;
+            };
             if due > now {
                 break;
             }
@@ -190,7 +234,9 @@ impl State {
             budget -= 1;
         }
         while budget > 0 {
-            let Some(&(due, g)) = self.grant_due.first() else { break };
+            let Some(&(due, g)) = self.grant_due.first() else {
+                break;
+            };
             if due > now {
                 break;
             }
@@ -213,7 +259,11 @@ impl State {
                 }
             }
         }
-        Outcome::Ticked { holds_expired, grants_expired, grants_renewed }
+        Outcome::Ticked {
+            holds_expired,
+            grants_expired,
+            grants_renewed,
+        }
     }
 
     fn expire_grant(&mut self, ctx: &mut Ctx, g: u64) {
@@ -221,7 +271,11 @@ impl State {
         let forfeited = grant.available();
         grant.remaining = grant.held;
         grant.expired = true;
-        ctx.events.push(Event::Governance(GovernanceEvent::GrantExpired { grant_id: g, forfeited }));
+        ctx.events
+            .push(Event::Governance(GovernanceEvent::GrantExpired {
+                grant_id: g,
+                forfeited,
+            }));
         if self.grants[&g].remaining == 0 {
             self.drop_grant(g);
         }

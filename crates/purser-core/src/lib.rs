@@ -12,6 +12,8 @@ mod budget;
 pub mod command;
 pub mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod fixtures;
 mod grant;
 mod hash;
 pub mod outcome;

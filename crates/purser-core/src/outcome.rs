@@ -15,16 +15,27 @@ pub struct Applied {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    NodeCreated { node_id: u64 },
-    GrantAdded { grant_id: u64 },
+    NodeCreated {
+        node_id: u64,
+    },
+    GrantAdded {
+        grant_id: u64,
+    },
     /// An admin command took effect.
     Done,
     Reserved(Reservation),
     Denied(Denial),
     Settled(Settlement),
-    Released { reservation_id: u64, amount: u64 },
+    Released {
+        reservation_id: u64,
+        amount: u64,
+    },
     Charged(Settlement),
-    Ticked { holds_expired: u32, grants_expired: u32, grants_renewed: u32 },
+    Ticked {
+        holds_expired: u32,
+        grants_expired: u32,
+        grants_renewed: u32,
+    },
     /// The request id was seen before with the same payload: this is what the first attempt did.
     Duplicate(Recorded),
 }
@@ -32,13 +43,29 @@ pub enum Outcome {
 /// The compact record kept per request id, returned to retries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Recorded {
-    NodeCreated { node_id: u64 },
-    GrantAdded { grant_id: u64 },
+    NodeCreated {
+        node_id: u64,
+    },
+    GrantAdded {
+        grant_id: u64,
+    },
     Done,
-    Reserved { reservation_id: u64, amount: u64, expires_at_ms: u64 },
-    Settled { reservation_id: u64, charged: u64 },
-    Released { reservation_id: u64, amount: u64 },
-    Charged { charged: u64 },
+    Reserved {
+        reservation_id: u64,
+        amount: u64,
+        expires_at_ms: u64,
+    },
+    Settled {
+        reservation_id: u64,
+        charged: u64,
+    },
+    Released {
+        reservation_id: u64,
+        amount: u64,
+    },
+    Charged {
+        charged: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,11 +101,15 @@ pub struct Reservation {
 pub enum DenyRule {
     NodeClosed,
     NodePaused,
-    RateLimit { key: String },
+    RateLimit {
+        key: String,
+    },
     /// A hard limit of the node itself.
     Cap,
     /// A hard limit that the node has through a role.
-    RoleCap { role: String },
+    RoleCap {
+        role: String,
+    },
     /// The grants on the path cannot cover the amount (funded currency).
     Funding,
 }

@@ -12,7 +12,12 @@ impl State {
     pub fn path_of(&self, id: u64) -> Result<String> {
         self.check_id(id)?;
         let path = self.path_ids(id);
-        let names: Vec<&str> = path.as_slice().iter().rev().map(|&i| &*self.node(i).name).collect();
+        let names: Vec<&str> = path
+            .as_slice()
+            .iter()
+            .rev()
+            .map(|&i| &*self.node(i).name)
+            .collect();
         Ok(names.join("/"))
     }
 
@@ -33,7 +38,11 @@ impl State {
 
     /// Request ids currently remembered for deduplication.
     pub fn remembered_requests(&self) -> u64 {
-        self.dedup.map.len() as u64
+        self.dedup
+            .map
+            .values()
+            .filter(|e| e.forget_at_ms >= self.now_ms)
+            .count() as u64
     }
 
     /// Everything `show` prints about a node, evaluated at `at_ms` (at least the state's clock).
@@ -64,7 +73,9 @@ impl State {
                 key: r.key.clone(),
                 kind: match r.unit {
                     RateUnit::Requests => RateKind::Requests,
-                    RateUnit::Cost(c) => RateKind::Cost { currency: root.currencies[c as usize].code.clone() },
+                    RateUnit::Cost(c) => RateKind::Cost {
+                        currency: root.currencies[c as usize].code.clone(),
+                    },
                 },
                 amount: r.amount,
                 period_ms: r.period_ms,
@@ -95,8 +106,11 @@ impl State {
         self.check_id(id)?;
         let now = at_ms.max(self.now_ms);
         let node = self.node(id);
-        let mut views: Vec<LimitView> =
-            node.limits.iter().map(|l| self.limit_view(node, None, &l.rule, &l.counter, now)).collect();
+        let mut views: Vec<LimitView> = node
+            .limits
+            .iter()
+            .map(|l| self.limit_view(node, None, &l.rule, &l.counter, now))
+            .collect();
         for currency in 0..node.accounts.len() as u8 {
             for (role, rule) in self.role_rules(node, currency) {
                 let counter = crate::budget::role_counter(node, currency, rule.window);
@@ -106,7 +120,14 @@ impl State {
         Ok(views)
     }
 
-    fn limit_view(&self, node: &Node, role: Option<&str>, rule: &LimitRule, counter: &Counter, now: u64) -> LimitView {
+    fn limit_view(
+        &self,
+        node: &Node,
+        role: Option<&str>,
+        rule: &LimitRule,
+        counter: &Counter,
+        now: u64,
+    ) -> LimitView {
         let spent = counter.spent_at(rule.window, now);
         let held = node.accounts[rule.currency as usize].held;
         let (start, end) = counter.bounds(rule.window, now);
@@ -129,8 +150,15 @@ impl State {
     /// Grants owned by a node, by id.
     pub fn grants_of(&self, id: u64) -> Result<Vec<GrantView>> {
         self.check_id(id)?;
-        let ids = self.node(id).extra().map(|e| e.grants.clone()).unwrap_or_default();
-        let mut views: Vec<GrantView> = ids.iter().map(|g| self.grant_view(&self.grants[g])).collect();
+        let ids = self
+            .node(id)
+            .extra()
+            .map(|e| e.grants.clone())
+            .unwrap_or_default();
+        let mut views: Vec<GrantView> = ids
+            .iter()
+            .map(|g| self.grant_view(&self.grants[g]))
+            .collect();
         views.sort_unstable_by_key(|g| g.id);
         Ok(views)
     }
@@ -143,7 +171,9 @@ impl State {
         GrantView {
             id: g.id,
             node: g.node,
-            currency: self.currency_code(self.node(g.node).root, g.currency).to_owned(),
+            currency: self
+                .currency_code(self.node(g.node).root, g.currency)
+                .to_owned(),
             amount: g.amount,
             remaining: g.remaining,
             held: g.held,
@@ -166,7 +196,12 @@ impl State {
     /// operator query, not a request-path one.
     pub fn holds_of(&self, id: u64) -> Result<Vec<HoldView>> {
         self.check_id(id)?;
-        let mut views: Vec<HoldView> = self.holds.values().filter(|h| h.node == id).map(|h| self.hold_view(h)).collect();
+        let mut views: Vec<HoldView> = self
+            .holds
+            .values()
+            .filter(|h| h.node == id)
+            .map(|h| self.hold_view(h))
+            .collect();
         views.sort_unstable_by_key(|h| h.reservation_id);
         Ok(views)
     }
@@ -175,7 +210,9 @@ impl State {
         HoldView {
             reservation_id: h.id,
             node: h.node,
-            currency: self.currency_code(self.node(h.node).root, h.currency).to_owned(),
+            currency: self
+                .currency_code(self.node(h.node).root, h.currency)
+                .to_owned(),
             amount: h.amount,
             created_at_ms: h.created_at_ms,
             expires_at_ms: h.expires_at_ms,
@@ -187,7 +224,11 @@ impl State {
     /// Would this reservation be denied right now? Read-only, so a leader can answer a denial
     /// from committed state without a log write. `None` means it would (probably) pass and must
     /// go through the log to be decided.
-    pub fn precheck_reserve(&self, at_ms: u64, reserve: &crate::command::Reserve) -> Result<Option<crate::outcome::Denial>> {
+    pub fn precheck_reserve(
+        &self,
+        at_ms: u64,
+        reserve: &crate::command::Reserve,
+    ) -> Result<Option<crate::outcome::Denial>> {
         let now = at_ms.max(self.now_ms);
         let leaf = self.resolve(&reserve.node)?;
         let currency = self.root_of(leaf).currency(&reserve.currency)?;
@@ -204,6 +245,14 @@ impl State {
         if min > max {
             return Err(Error::invalid(format!("min {min} is above max {max}")));
         }
-        Ok(self.evaluate(now, leaf, currency, (min, max), reserve.attrs.model.as_deref()).err())
+        Ok(self
+            .evaluate(
+                now,
+                leaf,
+                currency,
+                (min, max),
+                reserve.attrs.model.as_deref(),
+            )
+            .err())
     }
 }

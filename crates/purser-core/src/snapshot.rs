@@ -45,11 +45,12 @@ impl State {
                 .iter()
                 .filter_map(|id| self.expired.get(id).map(|e| (*id, e.clone())))
                 .collect(),
-            dedup: self.dedup.order.iter().map(|k| (*k, self.dedup.map[k].clone())).collect(),
+            dedup: self.live_requests(),
             next_grant_id: self.next_grant_id,
             next_reservation_id: self.next_reservation_id,
         };
-        let body = bincode::serde::encode_to_vec(&image, bincode::config::standard()).expect("state encodes");
+        let body = bincode::serde::encode_to_vec(&image, bincode::config::standard())
+            .expect("state encodes");
         let mut out = Vec::with_capacity(body.len() + 28);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
@@ -68,7 +69,9 @@ impl State {
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
         if version != SNAPSHOT_FORMAT_VERSION {
-            return Err(corrupt(&format!("format version {version}, this build reads {SNAPSHOT_FORMAT_VERSION}")));
+            return Err(corrupt(&format!(
+                "format version {version}, this build reads {SNAPSHOT_FORMAT_VERSION}"
+            )));
         }
         let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
         if len != (bytes.len() - 28) as u64 {
@@ -79,8 +82,9 @@ impl State {
         if checksum != fingerprint64(body) {
             return Err(corrupt("checksum mismatch"));
         }
-        let (image, _): (Image, usize) = bincode::serde::decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| corrupt(&format!("undecodable: {e}")))?;
+        let (image, _): (Image, usize) =
+            bincode::serde::decode_from_slice(body, bincode::config::standard())
+                .map_err(|e| corrupt(&format!("undecodable: {e}")))?;
         let mut state = State {
             now_ms: image.now_ms,
             config: image.config,
@@ -98,24 +102,39 @@ impl State {
             state.expired.insert(id, expired);
         }
         let mut dedup = Dedup::default();
-        for (key, entry) in image.dedup {
-            dedup.order.push_back(key);
-            dedup.map.insert(key, entry);
-        }
+        dedup.map.extend(image.dedup);
         state.dedup = dedup;
         state.rebuild_indexes().map_err(|why| corrupt(&why))?;
         state.check_invariants().map_err(|why| corrupt(&why))?;
         Ok(state)
     }
 
+    /// Remembered request ids that are still live, in canonical order.
+    pub(crate) fn live_requests(&self) -> Vec<(u128, DedupEntry)> {
+        let mut live: Vec<(u128, DedupEntry)> = self
+            .dedup
+            .map
+            .iter()
+            .filter(|(_, e)| e.forget_at_ms >= self.now_ms)
+            .map(|(k, e)| (*k, e.clone()))
+            .collect();
+        live.sort_unstable_by_key(|(k, e)| (e.forget_at_ms, *k));
+        live
+    }
+
     fn rebuild_indexes(&mut self) -> std::result::Result<(), String> {
         let count = self.nodes.len() as u64;
         for (i, node) in self.nodes.iter().enumerate() {
             let id = i as u64 + 1;
-            if node.parent > count || node.root == 0 || node.root > count || usize::from(node.kind) >= self.kinds.len() {
+            if node.parent > count
+                || node.root == 0
+                || node.root > count
+                || usize::from(node.kind) >= self.kinds.len()
+            {
                 return Err(format!("node {id} references a missing node or kind"));
             }
-            self.names.insert((node.parent, fingerprint64(node.name.as_bytes())), id);
+            self.names
+                .insert((node.parent, fingerprint64(node.name.as_bytes())), id);
         }
         for (i, kind) in self.kinds.iter().enumerate() {
             self.kind_index.insert(kind.clone(), i as u16);
@@ -144,9 +163,18 @@ impl State {
         let mut holds_open = vec![0u32; count];
         let mut subtree_debt = vec![Vec::<u64>::new(); count];
         for (i, node) in self.nodes.iter().enumerate() {
-            let currencies = self.roots.get(&node.root).ok_or("node without root")?.currencies.len();
+            let currencies = self
+                .roots
+                .get(&node.root)
+                .ok_or("node without root")?
+                .currencies
+                .len();
             if node.accounts.len() != currencies {
-                return Err(format!("node {} has {} accounts for {currencies} currencies", i + 1, node.accounts.len()));
+                return Err(format!(
+                    "node {} has {} accounts for {currencies} currencies",
+                    i + 1,
+                    node.accounts.len()
+                ));
             }
             held[i] = vec![0; currencies];
             subtree_debt[i] = vec![0; currencies];
@@ -162,7 +190,10 @@ impl State {
             }
             let planned: u64 = hold.plan.iter().map(|p| p.1).sum();
             if !hold.plan.is_empty() && planned != hold.amount {
-                return Err(format!("hold {} plans {planned} of {}", hold.id, hold.amount));
+                return Err(format!(
+                    "hold {} plans {planned} of {}",
+                    hold.id, hold.amount
+                ));
             }
             for &(g, part) in &hold.plan {
                 *grant_held.entry(g).or_default() += part;
@@ -179,27 +210,51 @@ impl State {
         }
         for (i, node) in self.nodes.iter().enumerate() {
             if node.holds_open != holds_open[i] {
-                return Err(format!("node {} counts {} open holds, has {}", i + 1, node.holds_open, holds_open[i]));
+                return Err(format!(
+                    "node {} counts {} open holds, has {}",
+                    i + 1,
+                    node.holds_open,
+                    holds_open[i]
+                ));
             }
             for (c, account) in node.accounts.iter().enumerate() {
                 if account.held != held[i][c] {
-                    return Err(format!("node {} holds {} but its subtree's holds sum to {}", i + 1, account.held, held[i][c]));
+                    return Err(format!(
+                        "node {} holds {} but its subtree's holds sum to {}",
+                        i + 1,
+                        account.held,
+                        held[i][c]
+                    ));
                 }
                 if account.subtree_debt != subtree_debt[i][c] {
-                    return Err(format!("node {} subtree debt {} != {}", i + 1, account.subtree_debt, subtree_debt[i][c]));
+                    return Err(format!(
+                        "node {} subtree debt {} != {}",
+                        i + 1,
+                        account.subtree_debt,
+                        subtree_debt[i][c]
+                    ));
                 }
             }
         }
         for grant in self.grants.values() {
             if grant.held > grant.remaining {
-                return Err(format!("grant {} holds {} of {} remaining (I2)", grant.id, grant.held, grant.remaining));
+                return Err(format!(
+                    "grant {} holds {} of {} remaining (I2)",
+                    grant.id, grant.held, grant.remaining
+                ));
             }
             let expected = grant_held.get(&grant.id).copied().unwrap_or(0);
             if grant.held != expected {
-                return Err(format!("grant {} held {} but holds plan {expected}", grant.id, grant.held));
+                return Err(format!(
+                    "grant {} held {} but holds plan {expected}",
+                    grant.id, grant.held
+                ));
             }
             if grant.expired && grant.remaining != grant.held {
-                return Err(format!("expired grant {} keeps more than it holds", grant.id));
+                return Err(format!(
+                    "expired grant {} keeps more than it holds",
+                    grant.id
+                ));
             }
         }
         for g in grant_held.keys() {

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Attributes, Command, GrantKind, LimitMode, OnExhausted, Op, RoleResolution, Rollover, Window};
+use crate::command::{
+    Attributes, Command, GrantKind, LimitMode, OnExhausted, Op, RoleResolution, Rollover, Window,
+};
 use crate::error::{Error, Result};
 use crate::hash::{fingerprint128, fingerprint64, FxHashMap};
 use crate::outcome::{Applied, NodeStatus, Outcome, Recorded};
@@ -99,7 +101,9 @@ impl Root {
             .iter()
             .position(|c| c.code == code)
             .map(|i| i as u8)
-            .ok_or_else(|| Error::not_found(format!("currency {code:?} is not declared by this root")))
+            .ok_or_else(|| {
+                Error::not_found(format!("currency {code:?} is not declared by this root"))
+            })
     }
 }
 
@@ -264,13 +268,14 @@ pub(crate) struct DedupEntry {
     pub recorded: Recorded,
 }
 
-/// Recent request ids with what they did. Entries leave in `forget_at_ms` order, which is
-/// also insertion order because it is `apply time + retention + skew` and apply time is
-/// monotonic.
+/// Recent request ids with what they did. An entry past its `forget_at_ms` is dead: lookups
+/// and snapshots ignore it, and a sweep every half retention drops dead entries in bulk (one
+/// sequential pass instead of a random-access removal per command).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Dedup {
     pub map: FxHashMap<u128, DedupEntry>,
-    pub order: VecDeque<u128>,
+    /// Not replicated state: when to sweep next (a restored state sweeps at its first apply).
+    pub sweep_at_ms: u64,
 }
 
 /// The whole replicated state. Two replicas that applied the same commands are equal, and
@@ -297,6 +302,8 @@ pub struct State {
     pub(crate) hold_due: BTreeSet<(u64, u64)>,
     pub(crate) grant_due: BTreeSet<(u64, u64)>,
     pub(crate) kind_index: FxHashMap<String, u16>,
+    /// Reused encoding buffer (not state): saves an allocation per command.
+    pub(crate) scratch: Vec<u8>,
 }
 
 /// What apply needs to know about the request while it runs.
@@ -307,11 +314,18 @@ pub(crate) struct Ctx {
 
 impl State {
     pub fn new() -> Self {
-        State { next_grant_id: 1, next_reservation_id: 1, ..Default::default() }
+        State {
+            next_grant_id: 1,
+            next_reservation_id: 1,
+            ..Default::default()
+        }
     }
 
     pub fn with_config(config: Config) -> Self {
-        State { config, ..State::new() }
+        State {
+            config,
+            ..State::new()
+        }
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -330,10 +344,14 @@ impl State {
         let request_key = match (&request, &op) {
             (None, Op::Tick) => None,
             (None, _) => return Err(Error::invalid("a client command needs a request id")),
-            (Some(_), Op::Tick) => return Err(Error::invalid("tick is a system command and takes no request id")),
+            (Some(_), Op::Tick) => {
+                return Err(Error::invalid(
+                    "tick is a system command and takes no request id",
+                ))
+            }
             (Some(meta), _) => {
                 let key = self.check_request(now_ms, &meta.id, meta.sent_at_ms)?;
-                let payload = payload_fingerprint(&op);
+                let payload = payload_fingerprint(&mut self.scratch, &op);
                 if let Some(entry) = self.dedup.map.get(&key) {
                     if entry.forget_at_ms >= now_ms {
                         if entry.payload != payload {
@@ -344,19 +362,28 @@ impl State {
                         }
                         let outcome = Outcome::Duplicate(entry.recorded.clone());
                         self.advance(now_ms);
-                        return Ok(Applied { outcome, events: Vec::new() });
+                        return Ok(Applied {
+                            outcome,
+                            events: Vec::new(),
+                        });
                     }
                 }
                 Some((key, payload))
             }
         };
-        let mut ctx = Ctx { now_ms, events: Vec::new() };
+        let mut ctx = Ctx {
+            now_ms,
+            events: Vec::new(),
+        };
         let outcome = self.dispatch(&mut ctx, op)?;
         self.advance(now_ms);
         if let (Some((key, payload)), Some(recorded)) = (request_key, recorded(&outcome)) {
             self.record(key, payload, recorded);
         }
-        Ok(Applied { outcome, events: ctx.events })
+        Ok(Applied {
+            outcome,
+            events: ctx.events,
+        })
     }
 
     fn check_request(&self, now_ms: u64, id: &str, sent_at_ms: u64) -> Result<u128> {
@@ -389,20 +416,32 @@ impl State {
             Op::PauseNode { node } => self.set_status(ctx, &node, NodeStatus::Paused),
             Op::ResumeNode { node } => self.set_status(ctx, &node, NodeStatus::Active),
             Op::SetLimit { node, limit } => self.set_limit(&node, limit),
-            Op::RemoveLimit { node, currency, window } => self.remove_limit(&node, &currency, window),
+            Op::RemoveLimit {
+                node,
+                currency,
+                window,
+            } => self.remove_limit(&node, &currency, window),
             Op::SetRateLimit { node, rate } => self.set_rate_limit(&node, rate),
             Op::RemoveRateLimit { node, key, kind } => self.remove_rate_limit(&node, &key, &kind),
             Op::AddGrant { node, grant } => self.add_grant(ctx, &node, grant),
             Op::DefineRole { root, name, limits } => self.define_role(&root, name, limits),
             Op::RemoveRole { root, name } => self.remove_role(&root, &name),
             Op::AssignRoles { node, roles } => self.assign_roles(&node, roles),
-            Op::SetRoleResolution { root, resolution } => self.set_role_resolution(&root, resolution),
-            Op::SetPrice { root, price } => self.set_price(&root, price),
-            Op::RemovePrice { root, provider, model, currency } => {
-                self.remove_price(&root, &provider, &model, &currency)
+            Op::SetRoleResolution { root, resolution } => {
+                self.set_role_resolution(&root, resolution)
             }
+            Op::SetPrice { root, price } => self.set_price(&root, price),
+            Op::RemovePrice {
+                root,
+                provider,
+                model,
+                currency,
+            } => self.remove_price(&root, &provider, &model, &currency),
             Op::Reserve(reserve) => self.reserve(ctx, reserve),
-            Op::Settle { reservation_id, actual } => self.settle(ctx, reservation_id, actual),
+            Op::Settle {
+                reservation_id,
+                actual,
+            } => self.settle(ctx, reservation_id, actual),
             Op::Release { reservation_id } => self.release(ctx, reservation_id),
             Op::Charge(charge) => self.charge(ctx, charge),
             Op::SetConfig(patch) => self.set_config(patch),
@@ -413,15 +452,12 @@ impl State {
     /// Moves the replicated clock and forgets what has passed its retention.
     fn advance(&mut self, now_ms: u64) {
         self.now_ms = now_ms;
-        while let Some(key) = self.dedup.order.front() {
-            match self.dedup.map.get(key) {
-                Some(entry) if entry.forget_at_ms >= now_ms => break,
-                _ => {
-                    let key = *key;
-                    self.dedup.order.pop_front();
-                    self.dedup.map.remove(&key);
-                }
-            }
+        if now_ms >= self.dedup.sweep_at_ms {
+            self.dedup
+                .map
+                .retain(|_, entry| entry.forget_at_ms >= now_ms);
+            self.dedup.sweep_at_ms =
+                now_ms + (self.config.request_retention_ms + limits::CLOCK_SKEW_MS_MAX) / 2;
         }
         while let Some(id) = self.expired_order.front() {
             match self.expired.get(id) {
@@ -436,30 +472,41 @@ impl State {
     }
 
     fn record(&mut self, key: u128, payload: u64, recorded: Recorded) {
-        let forget_at_ms = self.now_ms + self.config.request_retention_ms + limits::CLOCK_SKEW_MS_MAX;
-        if self.dedup.map.insert(key, DedupEntry { payload, forget_at_ms, recorded }).is_some() {
-            // An expired entry with the same key was still queued: drop its queue slot so the
-            // queue keeps one slot per live key.
-            self.dedup.order.retain(|k| *k != key);
-        }
-        self.dedup.order.push_back(key);
+        let forget_at_ms =
+            self.now_ms + self.config.request_retention_ms + limits::CLOCK_SKEW_MS_MAX;
+        // Replaces a dead entry of the same key, if one was not swept yet.
+        self.dedup.map.insert(
+            key,
+            DedupEntry {
+                payload,
+                forget_at_ms,
+                recorded,
+            },
+        );
     }
 
     fn set_config(&mut self, patch: crate::command::ConfigPatch) -> Result<Outcome> {
         let mut config = self.config.clone();
         if let Some(depth) = patch.depth_max {
             if depth == 0 || depth > limits::DEPTH_MAX_CEILING {
-                return Err(Error::invalid(format!("depth_max must be 1..={}", limits::DEPTH_MAX_CEILING)));
+                return Err(Error::invalid(format!(
+                    "depth_max must be 1..={}",
+                    limits::DEPTH_MAX_CEILING
+                )));
             }
             let deepest = self.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
             if depth < deepest {
-                return Err(Error::precondition(format!("the tree is already {deepest} levels deep")));
+                return Err(Error::precondition(format!(
+                    "the tree is already {deepest} levels deep"
+                )));
             }
             config.depth_max = depth;
         }
         if let Some(ms) = patch.request_retention_ms {
             if !(crate::time::MINUTE_MS..=crate::time::DAY_MS).contains(&ms) {
-                return Err(Error::invalid("request_retention_ms must be between 1 minute and 1 day"));
+                return Err(Error::invalid(
+                    "request_retention_ms must be between 1 minute and 1 day",
+                ));
             }
             config.request_retention_ms = ms;
         }
@@ -469,7 +516,9 @@ impl State {
             || config.hold_ttl_ms_min > config.hold_ttl_ms_max
             || config.hold_ttl_ms_max > 30 * crate::time::DAY_MS
         {
-            return Err(Error::invalid("hold TTL bounds must satisfy 0 < min <= max <= 30 days"));
+            return Err(Error::invalid(
+                "hold TTL bounds must satisfy 0 < min <= max <= 30 days",
+            ));
         }
         if let Some(cap) = patch.default_root_cap_major {
             if cap == 0 || cap > 1_000_000_000 {
@@ -515,7 +564,9 @@ impl State {
         for segment in path.split('/') {
             depth = depth.saturating_add(1);
             if depth > limits::DEPTH_MAX_CEILING {
-                return Err(Error::invalid(format!("path {path:?} is deeper than any tree")));
+                return Err(Error::invalid(format!(
+                    "path {path:?} is deeper than any tree"
+                )));
             }
             parent = self
                 .child(parent, segment)
@@ -530,7 +581,10 @@ impl State {
 
     /// Ids from `id` up to its root, leaf first. Bounded by the depth ceiling.
     pub(crate) fn path_ids(&self, id: u64) -> PathIds {
-        let mut path = PathIds { ids: [0; limits::DEPTH_MAX_CEILING as usize], len: 0 };
+        let mut path = PathIds {
+            ids: [0; limits::DEPTH_MAX_CEILING as usize],
+            len: 0,
+        };
         let mut at = id;
         while at != 0 {
             assert!(path.len < path.ids.len(), "tree deeper than the ceiling");
@@ -558,9 +612,11 @@ impl PathIds {
     }
 }
 
-fn payload_fingerprint(op: &Op) -> u64 {
-    let bytes = bincode::serde::encode_to_vec(op, bincode::config::standard()).expect("op encodes");
-    fingerprint64(&bytes)
+fn payload_fingerprint(scratch: &mut Vec<u8>, op: &Op) -> u64 {
+    scratch.clear();
+    bincode::serde::encode_into_std_write(op, scratch, bincode::config::standard())
+        .expect("op encodes");
+    fingerprint64(scratch)
 }
 
 /// What a request id remembers of an outcome; denials are not remembered, because they
@@ -568,17 +624,26 @@ fn payload_fingerprint(op: &Op) -> u64 {
 fn recorded(outcome: &Outcome) -> Option<Recorded> {
     Some(match outcome {
         Outcome::NodeCreated { node_id } => Recorded::NodeCreated { node_id: *node_id },
-        Outcome::GrantAdded { grant_id } => Recorded::GrantAdded { grant_id: *grant_id },
+        Outcome::GrantAdded { grant_id } => Recorded::GrantAdded {
+            grant_id: *grant_id,
+        },
         Outcome::Done => Recorded::Done,
         Outcome::Reserved(r) => Recorded::Reserved {
             reservation_id: r.reservation_id,
             amount: r.amount,
             expires_at_ms: r.expires_at_ms,
         },
-        Outcome::Settled(s) => Recorded::Settled { reservation_id: s.reservation_id.unwrap_or(0), charged: s.charged },
-        Outcome::Released { reservation_id, amount } => {
-            Recorded::Released { reservation_id: *reservation_id, amount: *amount }
-        }
+        Outcome::Settled(s) => Recorded::Settled {
+            reservation_id: s.reservation_id.unwrap_or(0),
+            charged: s.charged,
+        },
+        Outcome::Released {
+            reservation_id,
+            amount,
+        } => Recorded::Released {
+            reservation_id: *reservation_id,
+            amount: *amount,
+        },
         Outcome::Charged(s) => Recorded::Charged { charged: s.charged },
         Outcome::Denied(_) | Outcome::Ticked { .. } | Outcome::Duplicate(_) => return None,
     })

@@ -38,7 +38,9 @@ fn day_ms(days: i64) -> u64 {
 }
 
 /// Calendar periods with UTC boundaries. Weeks start on Monday (ISO 8601).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Period {
     Hour,
     Day,
@@ -108,11 +110,26 @@ mod tests {
     #[test]
     fn month_ends_and_leap_years() {
         assert_eq!(Period::Month.end(ms(2024, 2, 10)), ms(2024, 3, 1));
-        assert_eq!(ms(2024, 3, 1) - ms(2024, 2, 1), 29 * DAY_MS, "2024 is a leap year");
+        assert_eq!(
+            ms(2024, 3, 1) - ms(2024, 2, 1),
+            29 * DAY_MS,
+            "2024 is a leap year"
+        );
         assert_eq!(ms(2023, 3, 1) - ms(2023, 2, 1), 28 * DAY_MS);
-        assert_eq!(ms(2100, 3, 1) - ms(2100, 2, 1), 28 * DAY_MS, "2100 is not a leap year");
-        assert_eq!(ms(2000, 3, 1) - ms(2000, 2, 1), 29 * DAY_MS, "2000 is a leap year");
-        assert_eq!(Period::Month.end(ms(2024, 12, 31) + DAY_MS - 1), ms(2025, 1, 1));
+        assert_eq!(
+            ms(2100, 3, 1) - ms(2100, 2, 1),
+            28 * DAY_MS,
+            "2100 is not a leap year"
+        );
+        assert_eq!(
+            ms(2000, 3, 1) - ms(2000, 2, 1),
+            29 * DAY_MS,
+            "2000 is a leap year"
+        );
+        assert_eq!(
+            Period::Month.end(ms(2024, 12, 31) + DAY_MS - 1),
+            ms(2025, 1, 1)
+        );
         assert_eq!(Period::Month.start(ms(2025, 1, 1)), ms(2025, 1, 1));
         assert_eq!(Period::Month.start(ms(2025, 1, 1) - 1), ms(2024, 12, 1));
         assert_eq!(Period::Year.end(ms(2024, 6, 1)), ms(2025, 1, 1));

@@ -10,7 +10,9 @@ pub(crate) fn name(name: &str) -> Result<()> {
     let ok = !bytes.is_empty()
         && bytes.len() <= 63
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+        && bytes.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        });
     if !ok {
         return Err(Error::invalid(format!(
             "name {name:?} must match [a-z0-9][a-z0-9_.-]{{0,62}}"
@@ -51,7 +53,10 @@ pub(crate) fn amount(what: &str, value: i64) -> Result<u64> {
         return Err(Error::invalid(format!("{what} {value} is negative")));
     }
     if value as u64 > limits::AMOUNT_MAX {
-        return Err(Error::invalid(format!("{what} {value} exceeds the maximum {}", limits::AMOUNT_MAX)));
+        return Err(Error::invalid(format!(
+            "{what} {value} exceeds the maximum {}",
+            limits::AMOUNT_MAX
+        )));
     }
     Ok(value as u64)
 }
@@ -72,7 +77,9 @@ pub(crate) fn thresholds(values: &[u8]) -> Result<Vec<u8>> {
     out.sort_unstable();
     out.dedup();
     if out.len() != values.len() || out.iter().any(|p| *p == 0 || *p > 100) {
-        return Err(Error::invalid("thresholds must be distinct percentages 1..=100"));
+        return Err(Error::invalid(
+            "thresholds must be distinct percentages 1..=100",
+        ));
     }
     Ok(out)
 }

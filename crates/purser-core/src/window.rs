@@ -18,6 +18,8 @@ const NOT_STARTED: u64 = u64::MAX;
 pub(crate) struct Counter {
     /// Calendar: start of the window `spent` belongs to. First-use: start of the window.
     start_ms: u64,
+    /// Calendar: end of that window, kept so that reads need no calendar arithmetic.
+    end_ms: u64,
     spent: u64,
     /// Sliding windows only: `(newest bucket index, ring of SLIDING_BUCKETS amounts)`.
     sliding: Option<Box<Ring>>,
@@ -38,15 +40,20 @@ pub(crate) struct Closed {
 
 impl Counter {
     pub fn fresh() -> Self {
-        Counter { start_ms: NOT_STARTED, spent: 0, sliding: None }
+        Counter {
+            start_ms: NOT_STARTED,
+            end_ms: 0,
+            spent: 0,
+            sliding: None,
+        }
     }
 
     /// Settled spend that counts in the window current at `now_ms`.
     pub fn spent_at(&self, window: Window, now_ms: u64) -> u64 {
         match window {
             Window::Lifetime => self.spent,
-            Window::Calendar(period) => {
-                if self.start_ms == period.start(now_ms) {
+            Window::Calendar(_) => {
+                if self.start_ms <= now_ms && now_ms < self.end_ms {
                     self.spent
                 } else {
                     0
@@ -75,19 +82,27 @@ impl Counter {
 
     /// Adds a settled amount at `now_ms`. Returns the spend in the current window before and
     /// after, and the window this closed (if it had spend). Checked: an overflow changes nothing.
-    pub fn add(&mut self, window: Window, now_ms: u64, amount: u64) -> Result<(u64, u64, Option<Closed>)> {
+    pub fn add(
+        &mut self,
+        window: Window,
+        now_ms: u64,
+        amount: u64,
+    ) -> Result<(u64, u64, Option<Closed>)> {
         let before = self.spent_at(window, now_ms);
         let after = before.checked_add(amount).ok_or_else(overflow)?;
         let mut closed = None;
         match window {
             Window::Lifetime => self.spent = after,
             Window::Calendar(period) => {
-                let start = period.start(now_ms);
-                if self.start_ms != start {
+                if !(self.start_ms <= now_ms && now_ms < self.end_ms) {
                     if self.start_ms != NOT_STARTED && self.spent > 0 {
-                        closed = Some(Closed { start_ms: self.start_ms, spent: self.spent });
+                        closed = Some(Closed {
+                            start_ms: self.start_ms,
+                            spent: self.spent,
+                        });
                     }
-                    self.start_ms = start;
+                    self.start_ms = period.start(now_ms);
+                    self.end_ms = period.end(now_ms);
                 }
                 self.spent = after;
             }
@@ -97,7 +112,10 @@ impl Counter {
                 }
                 if !self.first_use_active(duration_ms, now_ms) {
                     if self.start_ms != NOT_STARTED && self.spent > 0 {
-                        closed = Some(Closed { start_ms: self.start_ms, spent: self.spent });
+                        closed = Some(Closed {
+                            start_ms: self.start_ms,
+                            spent: self.spent,
+                        });
                     }
                     self.start_ms = now_ms;
                 }
@@ -105,10 +123,17 @@ impl Counter {
             }
             Window::Sliding { duration_ms } => {
                 let now_idx = now_ms / bucket_ms(duration_ms);
-                let ring = self.sliding.get_or_insert_with(|| Box::new(Ring { newest: now_idx, buckets: vec![0; SLIDING_BUCKETS as usize] }));
+                let ring = self.sliding.get_or_insert_with(|| {
+                    Box::new(Ring {
+                        newest: now_idx,
+                        buckets: vec![0; SLIDING_BUCKETS as usize],
+                    })
+                });
                 advance_ring(ring, now_idx);
                 let slot = (now_idx % SLIDING_BUCKETS) as usize;
-                ring.buckets[slot] = ring.buckets[slot].checked_add(amount).ok_or_else(overflow)?;
+                ring.buckets[slot] = ring.buckets[slot]
+                    .checked_add(amount)
+                    .ok_or_else(overflow)?;
                 self.spent = after;
             }
         }
@@ -132,7 +157,14 @@ impl Counter {
 
     /// How long until enough settled spend leaves the window that `need` more fits under
     /// `amount` with `held` outstanding; `None` when waiting cannot help.
-    pub fn retry_after(&self, window: Window, now_ms: u64, amount: u64, held: u64, need: u64) -> Option<u64> {
+    pub fn retry_after(
+        &self,
+        window: Window,
+        now_ms: u64,
+        amount: u64,
+        held: u64,
+        need: u64,
+    ) -> Option<u64> {
         let room_needed = held.checked_add(need)?;
         if room_needed > amount {
             return None;
@@ -141,15 +173,17 @@ impl Counter {
         match window {
             Window::Lifetime => None,
             Window::Calendar(period) => Some(period.end(now_ms) - now_ms),
-            Window::FirstUse { duration_ms } => {
-                self.first_use_active(duration_ms, now_ms).then(|| self.start_ms + duration_ms - now_ms)
-            }
+            Window::FirstUse { duration_ms } => self
+                .first_use_active(duration_ms, now_ms)
+                .then(|| self.start_ms + duration_ms - now_ms),
             Window::Sliding { duration_ms } => {
                 let ring = self.sliding.as_ref()?;
                 let width = bucket_ms(duration_ms);
                 let now_idx = now_ms / width;
                 let mut remaining = sliding_sum(ring, now_idx);
-                let oldest = (ring.newest + 1).saturating_sub(SLIDING_BUCKETS).max((now_idx + 1).saturating_sub(SLIDING_BUCKETS));
+                let oldest = (ring.newest + 1)
+                    .saturating_sub(SLIDING_BUCKETS)
+                    .max((now_idx + 1).saturating_sub(SLIDING_BUCKETS));
                 for idx in oldest..=ring.newest {
                     if remaining <= allowed_spent {
                         break;
@@ -176,8 +210,12 @@ fn sliding_sum(ring: &Ring, now_idx: u64) -> u64 {
         return 0;
     }
     // Buckets newer than the window's oldest one: (now_idx - 59) ..= newest.
-    let oldest = (now_idx + 1).saturating_sub(SLIDING_BUCKETS).max((newest + 1).saturating_sub(SLIDING_BUCKETS));
-    (oldest..=*newest).map(|idx| buckets[(idx % SLIDING_BUCKETS) as usize]).sum()
+    let oldest = (now_idx + 1)
+        .saturating_sub(SLIDING_BUCKETS)
+        .max((newest + 1).saturating_sub(SLIDING_BUCKETS));
+    (oldest..=*newest)
+        .map(|idx| buckets[(idx % SLIDING_BUCKETS) as usize])
+        .sum()
 }
 
 fn advance_ring(ring: &mut Ring, now_idx: u64) {
@@ -201,7 +239,10 @@ pub(crate) fn validate_window(window: Window) -> Result<()> {
     match window {
         Window::Lifetime | Window::Calendar(_) => Ok(()),
         Window::Sliding { duration_ms } => {
-            if duration_ms < crate::time::MINUTE_MS || duration_ms > DURATION_MAX_MS || duration_ms % SLIDING_BUCKETS != 0 {
+            if duration_ms < crate::time::MINUTE_MS
+                || duration_ms > DURATION_MAX_MS
+                || duration_ms % SLIDING_BUCKETS != 0
+            {
                 return Err(Error::invalid(format!(
                     "sliding window duration {duration_ms} ms must be a multiple of {SLIDING_BUCKETS} ms between 1 minute and 400 days"
                 )));

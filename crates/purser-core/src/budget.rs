@@ -941,7 +941,7 @@ fn crossings(
     after: u64,
 ) -> bool {
     let amount = u128::from(rule.amount);
-    for &percent in &rule.thresholds {
+    for percent in rule.thresholds.iter() {
         let mark = amount * u128::from(percent);
         if u128::from(before) * 100 < mark && u128::from(after) * 100 >= mark {
             out.push(GovernanceEvent::ThresholdCrossed {

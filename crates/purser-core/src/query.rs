@@ -137,7 +137,7 @@ impl State {
             amount: rule.amount,
             window: rule.window,
             mode: rule.mode,
-            thresholds: rule.thresholds.clone(),
+            thresholds: rule.thresholds.iter().collect(),
             on_exhausted: rule.on_exhausted,
             window_start_ms: start,
             window_end_ms: end,

@@ -12,7 +12,23 @@ const MAGIC: &[u8; 8] = b"PURSERSM";
 /// Bumped on any change to the encoding; `restore` refuses versions it does not know.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 
-#[derive(Serialize, Deserialize)]
+/// The encoded form, borrowed for encoding; [`Image`] is the same layout, owned, for decoding.
+#[derive(Serialize)]
+struct ImageRef<'a> {
+    now_ms: u64,
+    config: &'a Config,
+    nodes: &'a [Node],
+    kinds: &'a [String],
+    roots: Vec<(u64, &'a Root)>,
+    grants: Vec<&'a Grant>,
+    holds: Vec<&'a Hold>,
+    expired: Vec<(u64, &'a Expired)>,
+    dedup: Vec<(u128, DedupEntry)>,
+    next_grant_id: u64,
+    next_reservation_id: u64,
+}
+
+#[derive(Deserialize)]
 struct Image {
     now_ms: u64,
     config: Config,
@@ -30,21 +46,17 @@ struct Image {
 impl State {
     /// `MAGIC ++ version (u32 LE) ++ length (u64 LE) ++ body ++ checksum (u64 LE)`.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut holds: Vec<Hold> = self.holds.values().cloned().collect();
+        let mut holds: Vec<&Hold> = self.holds.values().collect();
         holds.sort_unstable_by_key(|h| h.id);
-        let image = Image {
+        let image = ImageRef {
             now_ms: self.now_ms,
-            config: self.config.clone(),
-            nodes: self.nodes.clone(),
-            kinds: self.kinds.clone(),
-            roots: self.roots.iter().map(|(k, v)| (*k, v.clone())).collect(),
-            grants: self.grants.values().cloned().collect(),
+            config: &self.config,
+            nodes: &self.nodes,
+            kinds: &self.kinds,
+            roots: self.roots.iter().map(|(k, v)| (*k, v)).collect(),
+            grants: self.grants.values().collect(),
             holds,
-            expired: self
-                .expired_order
-                .iter()
-                .filter_map(|id| self.expired.get(id).map(|e| (*id, e.clone())))
-                .collect(),
+            expired: self.expired_order.iter().filter_map(|id| self.expired.get(id).map(|e| (*id, e))).collect(),
             dedup: self.live_requests(),
             next_grant_id: self.next_grant_id,
             next_reservation_id: self.next_reservation_id,

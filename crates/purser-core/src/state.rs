@@ -107,6 +107,23 @@ impl Root {
     }
 }
 
+/// A set of percentages 1..=100 as a bitmask: 16 bytes instead of a heap allocation per limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Thresholds(u128);
+
+impl Thresholds {
+    pub const DEFAULT: Thresholds = Thresholds((1 << 50) | (1 << 75) | (1 << 100));
+
+    pub fn from_percents(percents: &[u8]) -> Self {
+        Thresholds(percents.iter().fold(0, |mask, p| mask | (1u128 << p)))
+    }
+
+    /// Ascending.
+    pub fn iter(self) -> impl Iterator<Item = u8> {
+        (1..=100u8).filter(move |p| self.0 & (1u128 << p) != 0)
+    }
+}
+
 /// A limit's rule (without its counter).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct LimitRule {
@@ -114,8 +131,7 @@ pub(crate) struct LimitRule {
     pub amount: u64,
     pub window: Window,
     pub mode: LimitMode,
-    /// Sorted, distinct percentages 1..=100.
-    pub thresholds: Vec<u8>,
+    pub thresholds: Thresholds,
     pub on_exhausted: OnExhausted,
 }
 

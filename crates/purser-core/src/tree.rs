@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, GovernanceEvent};
 use crate::hash::fingerprint64;
 use crate::outcome::{NodeStatus, Outcome};
-use crate::state::{
+use crate::state::{Thresholds, 
     limits, Account, Ctx, Currency, Limit, LimitRule, Node, Price, RateLimit, RateUnit, Role,
     RoleCounter, Root, State,
 };
@@ -163,7 +163,7 @@ impl State {
                     amount,
                     window: Window::Calendar(Period::Month),
                     mode: LimitMode::Hard,
-                    thresholds: vec![50, 75, 100],
+                    thresholds: Thresholds::DEFAULT,
                     on_exhausted: OnExhausted::Deny,
                 };
                 caps.push(Limit {

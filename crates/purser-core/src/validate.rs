@@ -2,7 +2,7 @@
 
 use crate::command::LimitSpec;
 use crate::error::{Error, Result};
-use crate::state::{limits, LimitRule, Root};
+use crate::state::{limits, LimitRule, Root, Thresholds};
 
 /// `[a-z0-9][a-z0-9_.-]{0,62}`.
 pub(crate) fn name(name: &str) -> Result<()> {
@@ -69,9 +69,9 @@ pub(crate) fn positive_amount(what: &str, value: i64) -> Result<u64> {
     Ok(amount)
 }
 
-pub(crate) fn thresholds(values: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn thresholds(values: &[u8]) -> Result<Thresholds> {
     if values.is_empty() {
-        return Ok(vec![50, 75, 100]);
+        return Ok(Thresholds::DEFAULT);
     }
     let mut out = values.to_vec();
     out.sort_unstable();
@@ -81,7 +81,7 @@ pub(crate) fn thresholds(values: &[u8]) -> Result<Vec<u8>> {
             "thresholds must be distinct percentages 1..=100",
         ));
     }
-    Ok(out)
+    Ok(Thresholds::from_percents(&out))
 }
 
 /// Turns a wire limit into a rule of `root`.

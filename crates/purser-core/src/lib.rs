@@ -33,3 +33,8 @@ pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 pub use state::{limits, Config, State};
 pub use time::Period;
 pub use window::SLIDING_BUCKETS;
+
+/// Compiles the README's Rust snippet, so that the first code a newcomer reads stays correct.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeSnippet;

@@ -239,8 +239,7 @@ pub(crate) fn validate_window(window: Window) -> Result<()> {
     match window {
         Window::Lifetime | Window::Calendar(_) => Ok(()),
         Window::Sliding { duration_ms } => {
-            if duration_ms < crate::time::MINUTE_MS
-                || duration_ms > DURATION_MAX_MS
+            if !(crate::time::MINUTE_MS..=DURATION_MAX_MS).contains(&duration_ms)
                 || duration_ms % SLIDING_BUCKETS != 0
             {
                 return Err(Error::invalid(format!(
@@ -250,7 +249,7 @@ pub(crate) fn validate_window(window: Window) -> Result<()> {
             Ok(())
         }
         Window::FirstUse { duration_ms } => {
-            if duration_ms < crate::time::SECOND_MS || duration_ms > DURATION_MAX_MS {
+            if !(crate::time::SECOND_MS..=DURATION_MAX_MS).contains(&duration_ms) {
                 return Err(Error::invalid(format!(
                     "first-use window duration {duration_ms} ms must be between 1 second and 400 days"
                 )));

@@ -435,7 +435,7 @@ impl State {
     ) -> Result<Outcome> {
         let (node, currency, held, late) = if let Some(hold) = self.holds.get(&reservation_id) {
             (hold.node, hold.currency, hold.amount, false)
-        } else if let Some(expired) = self.expired.get(&reservation_id) {
+        } else if let Some(expired) = self.live_expired(reservation_id, ctx.now_ms) {
             (expired.node, expired.currency, 0, true)
         } else {
             return Err(Error::not_found(format!(
@@ -471,7 +471,7 @@ impl State {
 
     pub(crate) fn release(&mut self, ctx: &mut Ctx, reservation_id: u64) -> Result<Outcome> {
         if !self.holds.contains_key(&reservation_id) {
-            if self.expired.contains_key(&reservation_id) {
+            if self.live_expired(reservation_id, ctx.now_ms).is_some() {
                 return Err(Error::precondition(format!(
                     "reservation {reservation_id} expired and was already released"
                 )));
@@ -491,6 +491,13 @@ impl State {
             reservation_id,
             amount: hold.amount,
         })
+    }
+
+    /// The record of an expired hold, unless its retention has passed (swept or not yet).
+    fn live_expired(&self, reservation_id: u64, now_ms: u64) -> Option<&Expired> {
+        self.expired
+            .get(&reservation_id)
+            .filter(|e| e.forget_at_ms >= now_ms)
     }
 
     /// Takes a hold out of the hot state and off its path; grant holds stay for the caller.
@@ -534,6 +541,7 @@ impl State {
             Err(denial) => return Ok(Outcome::Denied(denial)),
         };
         let path = self.path_ids(leaf);
+        self.soft_limit_alerts(ctx, path.as_slice(), currency, amount);
         self.take_rates(
             path.as_slice(),
             currency,
@@ -638,15 +646,17 @@ impl State {
         let code = self
             .currency_code(self.node(b.node).root, b.currency)
             .to_owned();
-        let mut parts: Vec<(u64, u64)> = Vec::new();
+        // What each grant paid, one entry per grant in first-use order, with its owner captured
+        // now: an expired grant that reaches zero is dropped below.
+        let mut parts: Vec<FundingPart> = Vec::new();
+        let mut touched: Vec<u64> = Vec::new();
         let mut governance = Vec::new();
         let mut to_pay = b.amount;
         for &(g, part) in &b.plan {
             let take = part.min(to_pay);
             to_pay -= take;
-            if take > 0 {
-                parts.push((g, take));
-            }
+            add_part(&mut parts, g, self.grants[&g].node, take);
+            touched.push(g);
             self.unhold_grant(&mut governance, g, part, take);
         }
         let overrun = b.amount.saturating_sub(b.held);
@@ -658,7 +668,10 @@ impl State {
                 }
                 let take = self.grants[&g].available().min(to_pay);
                 to_pay -= take;
-                parts.push((g, take));
+                add_part(&mut parts, g, self.grants[&g].node, take);
+                if !touched.contains(&g) {
+                    touched.push(g);
+                }
                 let grant = self.grants.get_mut(&g).expect("candidate exists");
                 grant.remaining -= take;
                 if grant.remaining == 0 {
@@ -690,7 +703,7 @@ impl State {
         }
         let windows =
             self.charge_windows(&mut governance, path.as_slice(), b.currency, b.amount, now);
-        let plan = self.funding_parts(&parts);
+        let plan = parts;
         ctx.events.push(Event::Usage(UsageEvent {
             at_ms: now,
             reservation_id: b.reservation_id,
@@ -709,13 +722,20 @@ impl State {
             parts: plan.clone(),
             debt,
         }));
-        let grants = parts
+        // A dropped grant (expired and used up) reports zero.
+        let grants = touched
             .iter()
-            .filter_map(|&(g, _)| self.grants.get(&g))
-            .map(|g| GrantBalance {
-                grant_id: g.id,
-                remaining: g.remaining,
-                held: g.held,
+            .map(|g| match self.grants.get(g) {
+                Some(grant) => GrantBalance {
+                    grant_id: *g,
+                    remaining: grant.remaining,
+                    held: grant.held,
+                },
+                None => GrantBalance {
+                    grant_id: *g,
+                    remaining: 0,
+                    held: 0,
+                },
             })
             .collect();
         ctx.events.push(Event::Balance(BalanceEvent {
@@ -889,6 +909,21 @@ pub(crate) struct Booking {
     pub tokens: Option<TokenUsage>,
     pub attrs: Attributes,
     pub late: bool,
+}
+
+/// Adds a grant's payment, merging with an earlier payment by the same grant.
+fn add_part(parts: &mut Vec<FundingPart>, grant_id: u64, node: u64, amount: u64) {
+    if amount == 0 {
+        return;
+    }
+    match parts.iter_mut().find(|p| p.grant_id == grant_id) {
+        Some(part) => part.amount += amount,
+        None => parts.push(FundingPart {
+            grant_id,
+            node,
+            amount,
+        }),
+    }
 }
 
 /// `amount - spent - held`, saturating.

@@ -56,7 +56,11 @@ impl State {
             roots: self.roots.iter().map(|(k, v)| (*k, v)).collect(),
             grants: self.grants.values().collect(),
             holds,
-            expired: self.expired_order.iter().filter_map(|id| self.expired.get(id).map(|e| (*id, e))).collect(),
+            expired: self
+                .expired_order
+                .iter()
+                .filter_map(|id| self.expired.get(id).map(|e| (*id, e)))
+                .collect(),
             dedup: self.live_requests(),
             next_grant_id: self.next_grant_id,
             next_reservation_id: self.next_reservation_id,

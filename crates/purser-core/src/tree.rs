@@ -9,9 +9,9 @@ use crate::error::{Error, Result};
 use crate::event::{Event, GovernanceEvent};
 use crate::hash::fingerprint64;
 use crate::outcome::{NodeStatus, Outcome};
-use crate::state::{Thresholds, 
+use crate::state::{
     limits, Account, Ctx, Currency, Limit, LimitRule, Node, Price, RateLimit, RateUnit, Role,
-    RoleCounter, Root, State,
+    RoleCounter, Root, State, Thresholds,
 };
 use crate::time::Period;
 use crate::validate;
@@ -263,7 +263,7 @@ impl State {
                     self.level_capacity(ancestor, currency as u8, account.held, ctx.now_ms)
                 {
                     return Err(Error::precondition(format!(
-                        "node {} cannot absorb the {} open holds being moved (rule {:?}, remaining {})",
+                        "node {} cannot absorb the {} held by the moved subtree (rule {:?}, remaining {})",
                         denial.node, account.held, denial.rule, denial.remaining
                     )));
                 }

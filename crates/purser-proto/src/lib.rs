@@ -1,0 +1,21 @@
+//! purser-proto: Purser's gRPC API, generated from `proto/purser/v1/*.proto` (the Budget,
+//! Admin and Cluster services), and the conversions between its messages and the replicated
+//! commands and outcomes of [`purser_core`].
+//!
+//! The server turns a request into a command with [`MutatingRequest::into_command`], applies
+//! it, and answers with [`FromOutcome::from_outcome`]; a domain error becomes a status code in
+//! exactly one place, [`status_from_error`].
+
+pub mod convert;
+
+/// The generated messages, clients and servers of package `purser.v1`.
+pub mod pb {
+    // Generated code: new clippy lints or proto comments must not fail the workspace build.
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("purser.v1");
+}
+
+pub use convert::{
+    digest_hex, status_from_error, ConvertError, FromOutcome, GrantsQuery, HoldsQuery,
+    MutatingRequest, UnexpectedOutcome,
+};

@@ -1,0 +1,188 @@
+//! Raft traffic between members over gRPC on the peer port: one lazily connected channel per
+//! peer, reused for every RPC, each bounded by openraft's own deadline.
+
+use std::future::Future;
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::OptionalSend;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pb::raft_client::RaftClient;
+use crate::pb::{RaftMessage, SnapshotChunk};
+use crate::store::{decode, encode};
+use crate::types::{NodeId, PeerNode, Snapshot, SnapshotData, TypeConfig, Vote};
+
+/// Snapshot bytes per streamed chunk (well under the peer server's message limit).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Largest message the peer port accepts (one append-entries batch).
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Default)]
+pub struct PeerNetwork;
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
+        PeerClient::new(target, &node.peer_addr)
+    }
+}
+
+pub struct PeerClient {
+    target: NodeId,
+    client: Result<RaftClient<Channel>, String>,
+}
+
+impl PeerClient {
+    fn new(target: NodeId, peer_addr: &str) -> Self {
+        let client = Endpoint::from_shared(format!("http://{peer_addr}"))
+            .map(|endpoint| {
+                let channel = endpoint
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .connect_lazy();
+                RaftClient::new(channel)
+                    .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            })
+            .map_err(|e| format!("bad peer address {peer_addr:?}: {e}"));
+        PeerClient { target, client }
+    }
+
+    fn client(&self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
+        self.client
+            .clone()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))
+    }
+
+    /// One unary call: encode, send under the deadline, decode the remote `Result`.
+    async fn call<Req, Resp, Fut>(
+        &self,
+        request: &Req,
+        option: &RPCOption,
+        send: impl FnOnce(RaftClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let data = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut message = tonic::Request::new(RaftMessage { data });
+        message.set_timeout(option.hard_ttl());
+        let reply = tokio::time::timeout(option.hard_ttl(), send(self.client()?, message))
+            .await
+            .map_err(|_| {
+                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
+                    "peer RPC timed out",
+                )))
+            })?
+            .map_err(|status| status_error(self.target, status))?;
+        let result: Result<Resp, String> = decode(&reply.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))
+    }
+}
+
+fn status_error(target: NodeId, status: tonic::Status) -> RPCError<TypeConfig> {
+    let error = std::io::Error::other(format!("peer {target}: {status}"));
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&error))
+        }
+        _ => RPCError::Network(NetworkError::new(&error)),
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, &option, |mut c, m| async move {
+            c.append_entries(m).await
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, &option, |mut c, m| async move { c.vote(m).await })
+            .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, &option, |mut c, m| async move { c.pre_vote(m).await })
+            .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&req, &option, |mut c, m| async move {
+            c.transfer_leader(m).await
+        })
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let network = |e: &dyn std::error::Error| {
+            StreamingError::Network(NetworkError::new(&std::io::Error::other(e.to_string())))
+        };
+        let vote = encode(&vote).map_err(|e| network(&e))?;
+        let meta = encode(&snapshot.meta).map_err(|e| network(&e))?;
+        let data = snapshot.snapshot.into_inner();
+        let mut chunks: Vec<SnapshotChunk> = data
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .map(|chunk| SnapshotChunk {
+                vote: Vec::new(),
+                meta: Vec::new(),
+                data: chunk.to_vec(),
+            })
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(SnapshotChunk::default());
+        }
+        chunks[0].vote = vote;
+        chunks[0].meta = meta;
+        let mut client = self
+            .client
+            .clone()
+            .map_err(|e| network(&std::io::Error::other(e)))?;
+        let send = client.install_snapshot(futures_util::stream::iter(chunks));
+        let reply = tokio::select! {
+            reply = send => reply.map_err(|status| network(&status))?,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        let result: Result<SnapshotResponse<TypeConfig>, String> =
+            decode(&reply.into_inner().data).map_err(|e| network(&e))?;
+        result.map_err(|e| network(&std::io::Error::other(e)))
+    }
+}

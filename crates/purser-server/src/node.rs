@@ -1,0 +1,375 @@
+//! One cluster member: storage, the Raft node, its peer server, the group-commit batcher and
+//! the leader's ticker. Client-facing services call [`PurserNode::write`] and
+//! [`PurserNode::read`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ReadPolicy, ServerState};
+use purser_core::{Applied, Command, Error as CoreError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::network::PeerNetwork;
+use crate::raft_service::RaftService;
+use crate::store::{open_db, LogStore, StateMachineStore};
+use crate::types::{Batch, BatchResponse, LogId, NodeId, PeerNode, Raft};
+
+/// Commands packed into one log entry at most.
+pub const BATCH_COMMANDS_MAX: usize = 1024;
+/// Log entries proposed and not yet answered at most; while they are in flight, new commands
+/// queue up and form the next batch (the linger adapts to load without a timer).
+pub const BATCHES_IN_FLIGHT_MAX: usize = 8;
+/// Commands waiting for a batch at most; beyond it writes are refused as overloaded.
+pub const WRITE_QUEUE_MAX: usize = 65_536;
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    /// Where peers reach this member's Raft service.
+    pub peer_listen: SocketAddr,
+    /// Where clients reach this member (advertised to peers for redirects).
+    pub client_addr: String,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// A snapshot is built after this many log entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot so that slightly lagging followers need no snapshot.
+    pub log_kept_after_snapshot: u64,
+    /// How often the leader proposes a `Tick` (hold and grant expiry).
+    pub tick_ms: u64,
+}
+
+impl NodeConfig {
+    pub fn new(
+        id: NodeId,
+        data_dir: PathBuf,
+        peer_listen: SocketAddr,
+        client_addr: String,
+    ) -> Self {
+        NodeConfig {
+            id,
+            data_dir,
+            peer_listen,
+            client_addr,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every_entries: 10_000,
+            log_kept_after_snapshot: 1_000,
+            tick_ms: 1_000,
+        }
+    }
+
+    fn raft_config(&self) -> Result<openraft::Config, StartError> {
+        let config = openraft::Config {
+            cluster_name: "purser".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: self.log_kept_after_snapshot,
+            install_snapshot_timeout: 10_000,
+            max_payload_entries: 256,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Open(#[from] crate::store::OpenError),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why a write was not applied. `NotLeader` and `Overloaded` are safe to retry anywhere;
+/// `Unknown` may or may not have been applied: retry with the same request id.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<(NodeId, PeerNode)> },
+    #[error("too many writes queued")]
+    Overloaded,
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// What one command's write returned: the log index it was applied at, and its result.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub log_index: u64,
+    pub result: Result<Applied, CoreError>,
+}
+
+type Pending = (Command, oneshot::Sender<Result<Written, WriteError>>);
+
+pub struct PurserNode {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub sm: StateMachineStore,
+    peer_addr: SocketAddr,
+    writes: mpsc::Sender<Pending>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    peer_shutdown: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl PurserNode {
+    pub async fn start(config: NodeConfig) -> Result<Arc<Self>, StartError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StartError::Storage(format!("{}: {e}", config.data_dir.display())))?;
+        let db = open_db(&config.data_dir)?;
+        let sm = StateMachineStore::open(db.clone()).map_err(|e| {
+            StartError::Storage(format!(
+                "the stored snapshot is unusable, refusing to start: {e}"
+            ))
+        })?;
+        let log = LogStore::new(db);
+        let raft_config = Arc::new(config.raft_config()?);
+        let raft = Raft::new(config.id, raft_config, PeerNetwork, log, sm.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let listener = tokio::net::TcpListener::bind(config.peer_listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.peer_listen,
+                source,
+            })?;
+        let peer_addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.peer_listen,
+            source,
+        })?;
+        let (peer_shutdown, stop) = oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .concurrency_limit_per_connection(256)
+            .add_service(RaftService::server(raft.clone()))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = stop.await;
+                },
+            );
+        let mut tasks = vec![tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!("peer server stopped: {e}");
+            }
+        })];
+        let (writes, queue) = mpsc::channel::<Pending>(WRITE_QUEUE_MAX);
+        tasks.push(tokio::spawn(batcher(raft.clone(), queue)));
+        let node = Arc::new(PurserNode {
+            id: config.id,
+            raft,
+            sm,
+            peer_addr,
+            writes,
+            tasks: std::sync::Mutex::new(tasks),
+            peer_shutdown: std::sync::Mutex::new(Some(peer_shutdown)),
+        });
+        // The ticker holds a weak handle, so that it never keeps a dropped node alive.
+        let ticker = tokio::spawn(ticker(
+            Arc::downgrade(&node),
+            Duration::from_millis(config.tick_ms),
+        ));
+        node.tasks.lock().expect("task list").push(ticker);
+        Ok(node)
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// Proposes one command through the group-commit batcher and waits for its result.
+    pub async fn write(&self, command: Command) -> Result<Written, WriteError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes.try_send((command, tx)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => WriteError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => WriteError::ShuttingDown,
+        })?;
+        rx.await.map_err(|_| WriteError::ShuttingDown)?
+    }
+
+    /// A linearizable read: confirms leadership with a quorum (read index), waits until the
+    /// state machine has applied up to it, then reads.
+    pub async fn read<T>(
+        &self,
+        f: impl FnOnce(&purser_core::State, Option<LogId>) -> T,
+    ) -> Result<T, WriteError> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(self.sm.read(f)),
+            Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(
+                fwd,
+            ))) => Err(WriteError::NotLeader {
+                leader: fwd.leader_id.zip(fwd.leader_node),
+            }),
+            Err(e) => Err(WriteError::Unknown(e.to_string())),
+        }
+    }
+
+    /// Reads this member's applied state without asking the leader (stale by design).
+    pub fn read_local<T>(&self, f: impl FnOnce(&purser_core::State, Option<LogId>) -> T) -> T {
+        self.sm.read(f)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    pub fn leader(&self) -> Option<(NodeId, PeerNode)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leader = metrics.current_leader?;
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .clone();
+        Some((leader, node))
+    }
+
+    /// Initializes a new cluster with these members (id → addresses); a no-op error if the
+    /// cluster is already initialized.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, PeerNode>) -> Result<(), String> {
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stops Raft, the peer server and the background tasks. Storage closes when the last
+    /// handle is dropped.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+        self.stop_tasks();
+    }
+
+    fn stop_tasks(&self) {
+        if let Some(stop) = self.peer_shutdown.lock().expect("shutdown lock").take() {
+            let _ = stop.send(());
+        }
+        for task in self.tasks.lock().expect("task list").drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for PurserNode {
+    fn drop(&mut self) {
+        self.stop_tasks();
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Packs queued commands into log entries: everything waiting (up to the batch size) goes into
+/// the next entry, with at most `BATCHES_IN_FLIGHT_MAX` entries in flight.
+async fn batcher(raft: Raft, mut queue: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH_COMMANDS_MAX {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+            let count = commands.len();
+            // The leader's clock stamps the entry; apply makes it monotonic.
+            let result = raft
+                .client_write(Batch {
+                    at_ms: now_ms(),
+                    commands,
+                })
+                .await;
+            drop(permit);
+            answer(result, count, replies);
+        });
+    }
+}
+
+type WriteResult = Result<
+    openraft::raft::ClientWriteResponse<crate::types::TypeConfig>,
+    RaftError<crate::types::TypeConfig, ClientWriteError<crate::types::TypeConfig>>,
+>;
+
+fn answer(
+    result: WriteResult,
+    count: usize,
+    replies: Vec<oneshot::Sender<Result<Written, WriteError>>>,
+) {
+    match result {
+        Ok(response) => {
+            let BatchResponse { results } = response.data;
+            assert_eq!(
+                results.len(),
+                count,
+                "apply answers every command of a batch"
+            );
+            let log_index = response.log_id.index;
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(Written { log_index, result }));
+            }
+        }
+        Err(e) => {
+            let error = match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)) => {
+                    WriteError::NotLeader {
+                        leader: fwd.leader_id.zip(fwd.leader_node),
+                    }
+                }
+                other => WriteError::Unknown(other.to_string()),
+            };
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// The leader proposes a `Tick` every interval so that holds and grants expire on time.
+async fn ticker(node: std::sync::Weak<PurserNode>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        if node.is_leader() {
+            if let Err(e) = node.write(Command::tick()).await {
+                tracing::debug!("tick not applied: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! openraft's log storage on RocksDB.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+
+use super::{decode, encode, rocks, CF_LOG, CF_META};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+    flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+}
+
+impl LogStore {
+    pub fn new(db: Arc<DB>) -> Self {
+        let (flusher, pending) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        let flush_db = db.clone();
+        std::thread::Builder::new()
+            .name("purser-log-flush".into())
+            .spawn(move || flush_loop(&flush_db, &pending))
+            .expect("spawn the log flusher");
+        LogStore { db, flusher }
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column family exists")
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        match self.db.get_cf(self.cf(CF_META), key).map_err(rocks)? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes).map(Some),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, sync: bool) -> io::Result<()> {
+        let mut write = WriteOptions::default();
+        write.set_sync(sync);
+        self.db
+            .put_cf_opt(self.cf(CF_META), key, encode(value)?, &write)
+            .map_err(rocks)
+    }
+}
+
+/// One fsync for every append queued meanwhile; callbacks complete in the order they came.
+fn flush_loop(db: &DB, pending: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
+    while let Ok(first) = pending.recv() {
+        let mut batch = vec![first];
+        while let Ok(next) = pending.try_recv() {
+            batch.push(next);
+        }
+        let result = db.flush_wal(true).map_err(|e| e.to_string());
+        for callback in batch {
+            callback.io_completed(result.clone().map_err(io::Error::other));
+        }
+    }
+}
+
+fn key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn index_of(key: &[u8]) -> io::Result<u64> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "log key is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => *x + 1,
+            Bound::Unbounded => 0,
+        };
+        let mut entries = Vec::new();
+        let from = key(start);
+        for item in self.db.iterator_cf(
+            self.cf(CF_LOG),
+            IteratorMode::From(&from, Direction::Forward),
+        ) {
+            let (k, v) = item.map_err(rocks)?;
+            let index = index_of(&k)?;
+            if !range.contains(&index) {
+                break;
+            }
+            let entry: Entry = decode(&v)?;
+            if entry.index() != index {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("log entry stored at {index} claims index {}", entry.index()),
+                ));
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.get_meta(VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(LAST_PURGED)?;
+        let last = self
+            .db
+            .iterator_cf(self.cf(CF_LOG), IteratorMode::End)
+            .next();
+        let last_log_id = match last {
+            None => last_purged_log_id,
+            Some(item) => {
+                let (_, v) = item.map_err(rocks)?;
+                let entry: Entry = decode(&v)?;
+                Some(entry.log_id())
+            }
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        // Synced: a vote must be durable before it is acted on, and before any entry of its term.
+        self.put_meta(VOTE, vote, true)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Not synced: losing it only means re-learning the commit index from the leader.
+        self.put_meta(COMMITTED, &committed, false)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(self.cf(CF_LOG), key(entry.index()), encode(&entry)?);
+        }
+        // Readable as soon as `write` returns; durable when the flusher's fsync completes.
+        self.db.write(batch).map_err(rocks)?;
+        self.flusher
+            .send(callback)
+            .map_err(|_| io::Error::other("the log flusher has stopped"))
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |id| id.index() + 1);
+        let mut write = WriteOptions::default();
+        write.set_sync(true);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_LOG), key(from), key(u64::MAX));
+        self.db.write_opt(batch, &write).map_err(rocks)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        // Record the purge point first: entries at or below it are ignored even if a crash
+        // leaves some of them behind.
+        self.put_meta(LAST_PURGED, &log_id, true)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_LOG), key(0), key(log_id.index() + 1));
+        self.db.write(batch).map_err(rocks)
+    }
+}

@@ -1,0 +1,24 @@
+//! openraft's storage conformance suite against the RocksDB log and state machine stores.
+
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::StorageError;
+use purser_server::store::{open_db, LogStore, StateMachineStore};
+use purser_server::types::TypeConfig;
+
+struct RocksBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RocksBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = open_db(dir.path()).expect("open");
+        let sm = StateMachineStore::open(db.clone()).expect("state machine");
+        Ok((dir, LogStore::new(db), sm))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rocksdb_store_passes_openraft_suite() -> Result<(), StorageError<TypeConfig>> {
+    Suite::test_all(RocksBuilder).await
+}

@@ -32,6 +32,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build (the purser binary that process-level tests run)"
+cargo build -p purser-cli --locked
 echo "== cargo test"
 # Proptest case counts are tuned for CI; raise them locally with PROPTEST_CASES.
 cargo test --workspace --locked

@@ -561,7 +561,8 @@ impl State {
         (&*self.node(id).name == name).then_some(id)
     }
 
-    pub(crate) fn resolve(&self, node: &crate::command::NodeRef) -> Result<u64> {
+    /// The id of a node named by id or path.
+    pub fn resolve(&self, node: &crate::command::NodeRef) -> Result<u64> {
         match node {
             crate::command::NodeRef::Id(id) => {
                 if *id == 0 || *id > self.nodes.len() as u64 {

@@ -3,8 +3,10 @@
 pub mod network;
 pub mod node;
 pub mod raft_service;
-pub mod store;
-pub mod types;
+pub mod serve;
+pub mod services;
+/// Storage and the Raft type configuration live in `purser-storage`.
+pub use purser_storage::{store, types};
 
 /// The internal Raft transport, generated from `proto/purser/internal/raft.proto`.
 pub mod pb {

@@ -2,8 +2,8 @@
 
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::StorageError;
-use purser_server::store::{open_db, LogStore, StateMachineStore};
-use purser_server::types::TypeConfig;
+use purser_storage::store::{open_db, LogStore, StateMachineStore};
+use purser_storage::types::TypeConfig;
 
 struct RocksBuilder;
 

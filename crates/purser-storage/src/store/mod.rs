@@ -90,11 +90,11 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>, OpenError> {
     Ok(Arc::new(db))
 }
 
-pub(crate) fn encode<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
+pub fn encode<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(std::io::Error::other)
 }
 
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::io::Result<T> {
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::io::Result<T> {
     let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     if used != bytes.len() {

@@ -1,0 +1,315 @@
+//! `purser`: one binary that serves a cluster member (`dev`, `serve`) and administers and uses
+//! a cluster (every other subcommand). `docs/cli.md` documents each command and its JSON.
+//!
+//! Exit codes: 0 when the operation succeeded (or a reservation was granted), 3 when a
+//! reservation or charge was denied, 1 on any error (with one `error: ...` line on stderr).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use purser_client::{Client, ClientConfig, ClientError};
+
+/// Calls one RPC through the client (leader discovery, redirects, retries). The request is
+/// built once, outside the closure, so that every retry sends the same request id and
+/// `sent_at_ms`.
+macro_rules! rpc {
+    ($ctx:expr, $($service:ident)::+, $method:ident, $request:expr) => {{
+        let request = $request;
+        $ctx.client
+            .call(|channel| {
+                let request = request.clone();
+                async move {
+                    purser_client::pb::$($service)::+::new(channel)
+                        .$method(request)
+                        .await
+                }
+            })
+            .await
+    }};
+}
+
+mod admin;
+mod budget;
+mod cluster;
+mod output;
+mod parse;
+mod server;
+
+use output::Format;
+
+#[derive(Parser)]
+#[command(
+    name = "purser",
+    version,
+    about = "Purser: a replicated budget store for AI spend governance",
+    long_about = "Purser: a replicated budget store for AI spend governance.\n\n\
+        Amounts are decimals in major units of a currency (1.25 usd). Exit codes: 0 success \
+        or reservation granted, 3 reservation or charge denied, 1 error."
+)]
+struct Cli {
+    /// Client addresses of cluster members, comma-separated; the client finds the leader.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "PURSER_ENDPOINT",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7600"
+    )]
+    endpoint: Vec<String>,
+    /// Output on stdout: text for people, json for scripts (shapes in docs/cli.md).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_enum,
+        default_value = "text"
+    )]
+    output: Format,
+    /// How long a client command keeps retrying (elections, restarts) before it gives up.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        default_value = "15s",
+        value_name = "DURATION"
+    )]
+    timeout: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a single-node cluster with a local data directory (initialized if new).
+    Dev(server::DevArgs),
+    /// Run one member of a multi-node cluster (initialize it with `cluster init`).
+    Serve(server::ServeArgs),
+    /// Operate the Raft cluster: init, add, remove, transfer-leader, status.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Shape the budget tree: create, move, close, pause, resume.
+    #[command(subcommand)]
+    Node(admin::NodeCommand),
+    /// Spend caps of a node.
+    #[command(subcommand)]
+    Limit(admin::LimitCommand),
+    /// Credit pools of a node (funded currencies).
+    #[command(subcommand)]
+    Grant(admin::GrantCommand),
+    /// Hold an amount at a node and every ancestor, or learn why not (exit 3).
+    Reserve(budget::ReserveArgs),
+    /// Settle a hold with the actual cost; the rest of the hold is released.
+    Commit(budget::CommitArgs),
+    /// Cancel a hold without charging.
+    Release(budget::ReleaseArgs),
+    /// Reserve and settle in one step, for a cost known after the fact (exit 3 if denied).
+    Charge(budget::ChargeArgs),
+    /// A node's status, balances, limits, grants and open holds.
+    Show(budget::ShowArgs),
+}
+
+/// What a command that did not fail ended with.
+pub enum Done {
+    Ok,
+    /// A reservation or charge was refused: exit 3.
+    Denied,
+}
+
+/// A one-line error for stderr; exit 1.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl From<String> for CliError {
+    fn from(message: String) -> Self {
+        CliError(message)
+    }
+}
+
+impl From<&str> for CliError {
+    fn from(message: &str) -> Self {
+        CliError(message.to_owned())
+    }
+}
+
+impl From<ClientError> for CliError {
+    fn from(error: ClientError) -> Self {
+        CliError(match error {
+            ClientError::Status(status) => {
+                format!("{} ({})", status.message(), code_name(status.code()))
+            }
+            other => other.to_string(),
+        })
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::InvalidArgument => "invalid argument",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::FailedPrecondition => "failed precondition",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::PermissionDenied => "permission denied",
+        Code::Unauthenticated => "unauthenticated",
+        Code::Unavailable => "unavailable",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::Internal => "internal error",
+        Code::Unimplemented => "not implemented by the server",
+        _ => "error",
+    }
+}
+
+/// What every client command needs: the client and how to print.
+pub struct Ctx {
+    pub client: Client,
+    pub format: Format,
+    pub endpoints: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl Ctx {
+    fn new(endpoints: Vec<String>, format: Format, timeout: Duration) -> Result<Ctx, CliError> {
+        let client = Client::new(endpoints.clone(), client_config(timeout))
+            .map_err(|e| CliError(format!("--endpoint: {e}")))?;
+        Ok(Ctx {
+            client,
+            format,
+            endpoints,
+            timeout,
+        })
+    }
+
+    /// The same context with another client (other timeouts).
+    pub fn with_client(ctx: &Ctx, client: Client) -> Ctx {
+        Ctx {
+            client,
+            format: ctx.format,
+            endpoints: ctx.endpoints.clone(),
+            timeout: ctx.timeout,
+        }
+    }
+
+    pub fn json(&self) -> bool {
+        self.format == Format::Json
+    }
+}
+
+pub fn client_config(timeout: Duration) -> ClientConfig {
+    ClientConfig {
+        request_timeout: timeout.min(Duration::from_secs(5)),
+        call_timeout: timeout,
+        ..ClientConfig::default()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let serving = matches!(cli.command, Command::Dev(_) | Command::Serve(_));
+    // openraft's info lines dump whole Raft states: useful when debugging Raft, noise for an
+    // operator; RUST_LOG=info brings them back.
+    init_logging(if serving {
+        "info,openraft=warn"
+    } else {
+        "warn"
+    });
+    let result = if serving {
+        run_server(cli.command)
+    } else {
+        run_client(cli)
+    };
+    match result {
+        Ok(Done::Ok) => ExitCode::SUCCESS,
+        Ok(Done::Denied) => ExitCode::from(3),
+        Err(CliError(message)) => {
+            eprintln!("error: {}", message.replace('\n', " "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Help and version go to stdout with exit 0; a usage error is one line and exit 1, like
+/// every other error of this binary (clap's own default would be 2 and a usage block).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(1)
+        }
+        _ => {
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("error: bad usage");
+            eprintln!("{first} (see --help)");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+fn run_server(command: Command) -> Result<Done, CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async {
+        match command {
+            Command::Dev(args) => server::dev(args).await,
+            Command::Serve(args) => server::serve(args).await,
+            _ => unreachable!("only dev and serve are server commands"),
+        }
+    })?;
+    Ok(Done::Ok)
+}
+
+fn run_client(cli: Cli) -> Result<Done, CliError> {
+    let timeout = Duration::from_millis(
+        parse::duration_ms(&cli.timeout).map_err(|e| format!("--timeout: {e}"))?,
+    );
+    let endpoints: Vec<String> = cli
+        .endpoint
+        .iter()
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err("--endpoint: no address given".into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async {
+        let ctx = Ctx::new(endpoints, cli.output, timeout)?;
+        match cli.command {
+            Command::Cluster(c) => cluster::run(&ctx, c).await,
+            Command::Node(c) => admin::node(&ctx, c).await,
+            Command::Limit(c) => admin::limit(&ctx, c).await,
+            Command::Grant(c) => admin::grant(&ctx, c).await,
+            Command::Reserve(a) => budget::reserve(&ctx, a).await,
+            Command::Commit(a) => budget::commit(&ctx, a).await,
+            Command::Release(a) => budget::release(&ctx, a).await,
+            Command::Charge(a) => budget::charge(&ctx, a).await,
+            Command::Show(a) => budget::show(&ctx, a).await,
+            Command::Dev(_) | Command::Serve(_) => unreachable!("server commands run apart"),
+        }
+    })
+}

@@ -1,0 +1,359 @@
+//! End to end: the real `purser` binary against a `purser dev` it starts on a free port in a
+//! temporary directory. Every wait is a bounded poll.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_purser");
+
+/// A running `purser dev`; killed when dropped, also when a test panics.
+struct Dev {
+    child: Child,
+    endpoint: String,
+    log: PathBuf,
+}
+
+impl Dev {
+    fn start(dir: &Path, name: &str) -> Dev {
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(BIN)
+            .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("data"))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut dev = Dev {
+            child,
+            endpoint: String::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&dev.log).unwrap_or_default();
+            if let Some(rest) = text.split("listening on ").nth(1) {
+                dev.endpoint = rest.split_whitespace().next().unwrap().to_owned();
+                return dev;
+            }
+            if let Some(status) = dev.child.try_wait().unwrap() {
+                panic!("purser dev exited ({status}) before listening:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "purser dev did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        let output = Command::new(BIN)
+            .arg("--endpoint")
+            .arg(&self.endpoint)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("PURSER_ENDPOINT")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Out {
+            args: args.join(" "),
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    }
+
+    /// Runs with `--output json`, expects `code`, and returns the parsed stdout.
+    fn json(&self, code: i32, args: &[&str]) -> Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert_eq!(out.code, code, "{out:?}");
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+    }
+
+    /// Graceful stop through SIGTERM, as an init system or `scripts/cluster.sh stop` does.
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "purser dev exited with {status} after SIGTERM"
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "purser dev ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+#[allow(dead_code)] // `args` is only read through Debug, in assertion messages.
+struct Out {
+    args: String,
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// A refused command: exit 1, nothing on stdout, one `error: ...` line on stderr.
+fn assert_error(out: &Out, needle: &str) {
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(out.stderr.starts_with("error: "), "{out:?}");
+    assert!(
+        out.stderr.contains(needle),
+        "expected {needle:?} in {out:?}"
+    );
+}
+
+#[test]
+fn a_budget_from_creation_to_denial_commit_release_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let dev = Dev::start(dir.path(), "dev");
+
+    // The tree: a root with its currency and no default cap, and a team below it.
+    let root = dev.json(
+        0,
+        &[
+            "node",
+            "create",
+            "acme",
+            "--currency",
+            "usd:6",
+            "--no-default-cap",
+        ],
+    );
+    assert_eq!(root["node_id"], 1);
+    assert_eq!(root["path"], "acme");
+    let team = dev.json(
+        0,
+        &[
+            "node", "create", "acme/ml", "--kind", "team", "--tag", "env=prod",
+        ],
+    );
+    assert_eq!(team["node_id"], 2);
+    let limit = dev.json(
+        0,
+        &[
+            "limit",
+            "set",
+            "acme/ml",
+            "--currency",
+            "usd",
+            "--amount",
+            "1.00",
+            "--window",
+            "lifetime",
+        ],
+    );
+    assert_eq!(limit["amount"], "1");
+    assert_eq!(limit["amount_minor"], 1_000_000);
+    assert_eq!(limit["window"], "lifetime");
+    assert_eq!(limit["mode"], "hard");
+
+    // Reserve 0.30 at a time until the cap says no: three fit under 1.00, the fourth does not.
+    let reserve = [
+        "reserve",
+        "acme/ml",
+        "--currency",
+        "usd",
+        "--amount",
+        "0.30",
+        "--ttl",
+        "10m",
+    ];
+    let mut granted = Vec::new();
+    let denial = loop {
+        assert!(granted.len() < 10, "never denied: {granted:?}");
+        let mut args = vec!["--output", "json"];
+        args.extend_from_slice(&reserve);
+        args.extend_from_slice(&["--attr", "user=alice", "--attr", "feature=agent"]);
+        let out = dev.run(&args);
+        let answer: Value = serde_json::from_str(&out.stdout).unwrap();
+        match out.code {
+            0 => {
+                assert_eq!(answer["result"], "granted", "{out:?}");
+                assert_eq!(answer["amount_minor"], 300_000);
+                granted.push(answer["reservation_id"].as_u64().unwrap());
+            }
+            3 => break answer,
+            _ => panic!("{out:?}"),
+        }
+    };
+    assert_eq!(granted.len(), 3);
+    assert_eq!(denial["result"], "denied");
+    let why = &denial["denial"];
+    assert_eq!(why["node_path"], "acme/ml");
+    assert_eq!(why["node_id"], 2);
+    assert_eq!(why["rule"], "cap");
+    assert_eq!(why["window"], "lifetime");
+    assert_eq!(why["remaining"], "0.1");
+    assert_eq!(why["remaining_minor"], 100_000);
+    assert_eq!(why["requested"], "0.3");
+    assert_eq!(
+        why["retry_after_ms"],
+        Value::Null,
+        "a lifetime cap never frees up"
+    );
+    // The text form of a denial also exits 3 and says why.
+    let out = dev.run(&reserve);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stdout.contains("denied: cap (lifetime) at acme/ml"),
+        "{out:?}"
+    );
+
+    // Commit the first for less than it held, release the second.
+    let id = granted[0].to_string();
+    let settled = dev.json(0, &["commit", &id, "--amount", "0.1"]);
+    assert_eq!(settled["result"], "settled");
+    assert_eq!(settled["charged"], "0.1");
+    assert_eq!(settled["released_minor"], 200_000);
+    assert_eq!(settled["overrun_minor"], 0);
+    let id = granted[1].to_string();
+    let released = dev.json(0, &["release", &id]);
+    assert_eq!(released["result"], "released");
+    assert_eq!(released["amount"], "0.3");
+
+    // Show: 0.1 spent, 0.3 still held by the third reservation, 0.6 left.
+    let show = dev.json(0, &["show", "acme/ml"]);
+    assert_eq!(show["status"], "active");
+    assert_eq!(show["holds_open"], 1);
+    let cap = &show["limits"][0];
+    assert_eq!(cap["window"], "lifetime");
+    assert_eq!(cap["spent"], "0.1");
+    assert_eq!(cap["held"], "0.3");
+    assert_eq!(cap["remaining"], "0.6");
+    assert_eq!(show["accounts"][0]["spent_total_minor"], 100_000);
+    assert_eq!(show["accounts"][0]["debt"], "0");
+    let root_show = dev.json(0, &["show", "acme"]);
+    assert_eq!(
+        root_show["accounts"][0]["held"], "0.3",
+        "holds count at every ancestor"
+    );
+    let text = dev.run(&["show", "acme/ml"]);
+    assert_eq!(text.code, 0, "{text:?}");
+    assert!(text.stdout.contains("lifetime"), "{text:?}");
+
+    // Bad requests: exit 1, one line, and nothing changes.
+    let before = (
+        dev.json(0, &["show", "acme/ml"]),
+        dev.json(0, &["show", "acme"]),
+    );
+    let bad: [(&[&str], &str); 7] = [
+        (
+            &[
+                "reserve",
+                "acme/nope",
+                "--currency",
+                "usd",
+                "--amount",
+                "0.1",
+            ],
+            "acme/nope",
+        ),
+        (
+            &["reserve", "acme/ml", "--currency", "usd", "--amount", "-1"],
+            "negative",
+        ),
+        (
+            &[
+                "reserve",
+                "acme/ml",
+                "--currency",
+                "usd",
+                "--amount",
+                "0.0000001",
+            ],
+            "decimals",
+        ),
+        (
+            &["reserve", "acme/ml", "--currency", "eur", "--amount", "1"],
+            "eur",
+        ),
+        (
+            &[
+                "limit",
+                "set",
+                "acme/ml",
+                "--currency",
+                "usd",
+                "--amount",
+                "1",
+                "--window",
+                "fortnight",
+            ],
+            "window",
+        ),
+        (&["commit", "999", "--amount", "0.1"], "999"),
+        (
+            &["reserve", "acme/ml", "--currency", "usd", "--bogus"],
+            "--bogus",
+        ),
+    ];
+    for (args, needle) in bad {
+        assert_error(&dev.run(args), needle);
+    }
+    let after = (
+        dev.json(0, &["show", "acme/ml"]),
+        dev.json(0, &["show", "acme"]),
+    );
+    assert_eq!(before, after);
+
+    // A retry with the same request id is answered with the first outcome, not applied twice.
+    let retry = [
+        "reserve",
+        "acme/ml",
+        "--currency",
+        "usd",
+        "--amount",
+        "0.05",
+        "--request-id",
+        "r-1",
+    ];
+    let first = dev.json(0, &retry);
+    let second = dev.json(0, &retry);
+    assert_eq!(first["duplicate"], false);
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(first["reservation_id"], second["reservation_id"]);
+    assert_eq!(
+        dev.json(0, &["show", "acme/ml"])["limits"][0]["held"],
+        "0.35"
+    );
+
+    // SIGTERM stops it cleanly; a restart on the same directory serves the same state.
+    dev.terminate();
+    let dev = Dev::start(dir.path(), "dev-restarted");
+    let again = dev.json(0, &["show", "acme/ml"]);
+    assert_eq!(again["limits"][0]["spent"], "0.1");
+    assert_eq!(again["limits"][0]["held"], "0.35");
+    let status = dev.json(0, &["cluster", "status"]);
+    assert_eq!(status[0]["role"], "leader");
+    dev.terminate();
+    eprintln!("end to end in {:?}", started.elapsed());
+}

@@ -1,0 +1,618 @@
+//! Clusters of real `Server`s (client port + peer port, RocksDB each) in one process, driven
+//! through the gRPC API with `purser-client`, as a user would.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use purser_client::{pb, Client, ClientConfig, ClientError};
+use purser_server::node::NodeConfig;
+use purser_server::serve::{ServeConfig, Server};
+use tonic::Code;
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+struct Member {
+    config: ServeConfig,
+    server: Option<Server>,
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    members: BTreeMap<u64, Member>,
+}
+
+fn member_config(dir: &std::path::Path, id: u64, tune: &dyn Fn(&mut NodeConfig)) -> ServeConfig {
+    let client = free_addr();
+    let mut node = NodeConfig::new(
+        id,
+        dir.join(format!("n{id}")),
+        free_addr(),
+        client.to_string(),
+    );
+    node.heartbeat_ms = 50;
+    node.election_timeout_min_ms = 300;
+    node.election_timeout_max_ms = 600;
+    tune(&mut node);
+    ServeConfig {
+        node,
+        client_listen: client,
+        bootstrap_single: false,
+    }
+}
+
+impl Cluster {
+    async fn start(size: u64, tune: &dyn Fn(&mut NodeConfig)) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut members = BTreeMap::new();
+        for id in 1..=size {
+            let config = member_config(dir.path(), id, tune);
+            let server = Server::start(config.clone()).await.expect("start");
+            members.insert(
+                id,
+                Member {
+                    config,
+                    server: Some(server),
+                },
+            );
+        }
+        let init = pb::InitRequest {
+            members: members
+                .iter()
+                .map(|(id, m)| {
+                    let addr = pb::MemberAddr {
+                        peer_addr: m.config.node.peer_listen.to_string(),
+                        client_addr: m.config.node.client_addr.clone(),
+                    };
+                    (*id, addr)
+                })
+                .collect(),
+        };
+        let cluster = Cluster { dir, members };
+        cluster
+            .client()
+            .call(|c| {
+                let init = init.clone();
+                async move { pb::cluster_client::ClusterClient::new(c).init(init).await }
+            })
+            .await
+            .expect("init");
+        cluster
+    }
+
+    fn client(&self) -> Client {
+        let endpoints: Vec<String> = self
+            .members
+            .values()
+            .map(|m| m.config.node.client_addr.clone())
+            .collect();
+        Client::new(
+            endpoints,
+            ClientConfig {
+                call_timeout: Duration::from_secs(20),
+                ..Default::default()
+            },
+        )
+        .expect("client")
+    }
+
+    fn client_of(&self, id: u64, call_timeout: Duration) -> Client {
+        let config = ClientConfig {
+            call_timeout,
+            request_timeout: call_timeout,
+            ..Default::default()
+        };
+        Client::new([self.members[&id].config.node.client_addr.clone()], config).expect("client")
+    }
+
+    async fn status(&self, id: u64) -> Option<pb::StatusResponse> {
+        self.members[&id].server.as_ref()?;
+        self.client_of(id, Duration::from_secs(2))
+            .call(|c| async move {
+                pb::cluster_client::ClusterClient::new(c)
+                    .status(pb::StatusRequest {})
+                    .await
+            })
+            .await
+            .ok()
+    }
+
+    async fn leader(&self, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            for id in self.members.keys() {
+                if let Some(s) = self.status(*id).await {
+                    if s.role == pb::RaftRole::Leader as i32 {
+                        return *id;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn kill(&mut self, id: u64) {
+        let server = self
+            .members
+            .get_mut(&id)
+            .expect("member")
+            .server
+            .take()
+            .expect("running");
+        server.stop().await;
+    }
+
+    /// Every running member applied the same index with the same state digest.
+    async fn converged(&self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut views = Vec::new();
+            for (id, m) in &self.members {
+                if m.server.is_some() {
+                    views.push(
+                        self.status(*id)
+                            .await
+                            .map(|s| (s.applied_index, s.state_digest)),
+                    );
+                }
+            }
+            if views.iter().all(|v| v.is_some()) && views.windows(2).all(|w| w[0] == w[1]) {
+                return views[0].clone().expect("present").1;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas did not converge: {views:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn path(p: &str) -> Option<pb::NodeRef> {
+    Some(pb::NodeRef {
+        node: Some(pb::node_ref::Node::Path(p.into())),
+    })
+}
+
+async fn setup_root(client: &Client, cap: i64) {
+    let create = pb::CreateNodeRequest {
+        request_id: "create-acme".into(),
+        sent_at_ms: purser_client::now_ms(),
+        parent: None,
+        name: "acme".into(),
+        kind: "org".into(),
+        tags: vec![],
+        root: Some(pb::RootSpec {
+            currencies: vec![pb::CurrencySpec {
+                code: "usd".into(),
+                scale: 6,
+                funded: false,
+            }],
+            no_default_cap: true,
+        }),
+    };
+    client
+        .call(|c| {
+            let r = create.clone();
+            async move { pb::admin_client::AdminClient::new(c).create_node(r).await }
+        })
+        .await
+        .expect("create");
+    let limit = pb::SetLimitRequest {
+        request_id: "cap-acme".into(),
+        sent_at_ms: purser_client::now_ms(),
+        node: path("acme"),
+        limit: Some(pb::LimitSpec {
+            currency: "usd".into(),
+            amount: cap,
+            window: Some(pb::Window {
+                kind: Some(pb::window::Kind::Lifetime(pb::window::Lifetime {})),
+            }),
+            mode: pb::LimitMode::Hard as i32,
+            thresholds: vec![],
+            on_exhausted: pb::OnExhausted::Deny as i32,
+        }),
+    };
+    client
+        .call(|c| {
+            let r = limit.clone();
+            async move { pb::admin_client::AdminClient::new(c).set_limit(r).await }
+        })
+        .await
+        .expect("limit");
+}
+
+fn reserve_request(id: &str, amount: i64) -> pb::ReserveRequest {
+    pb::ReserveRequest {
+        request_id: id.into(),
+        sent_at_ms: purser_client::now_ms(),
+        node: path("acme"),
+        currency: "usd".into(),
+        amount: Some(pb::reserve_request::Amount::Exact(amount)),
+        ttl_ms: 600_000,
+        attributes: None,
+    }
+}
+
+async fn reserve(
+    client: &Client,
+    request: &pb::ReserveRequest,
+) -> Result<pb::ReserveResponse, ClientError> {
+    client
+        .call(|c| {
+            let r = request.clone();
+            async move { pb::budget_client::BudgetClient::new(c).reserve(r).await }
+        })
+        .await
+}
+
+fn granted_id(response: &pb::ReserveResponse) -> Option<u64> {
+    match &response.result {
+        Some(pb::reserve_response::Result::Granted(g)) => Some(g.reservation_id),
+        _ => None,
+    }
+}
+
+async fn held_at_root(client: &Client) -> u64 {
+    let show = pb::ShowRequest {
+        node: path("acme"),
+        allow_stale: false,
+    };
+    let response = client
+        .call(|c| {
+            let r = show.clone();
+            async move { pb::budget_client::BudgetClient::new(c).show(r).await }
+        })
+        .await
+        .expect("show");
+    response.node.expect("node").accounts[0].held
+}
+
+/// Concurrent clients reserve while the leader is stopped; every acknowledged reservation is
+/// there exactly once afterwards, although clients retried with the same request ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_reservations_survive_the_leaders_loss_under_load() {
+    let mut cluster = Cluster::start(3, &|_| {}).await;
+    setup_root(&cluster.client(), 1_000_000).await;
+    let client = Arc::new(cluster.client());
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let client = client.clone();
+        workers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..40 {
+                let request = reserve_request(&format!("w{w}-{i}"), 7);
+                if let Ok(response) = reserve(&client, &request).await {
+                    acked.push((
+                        request.request_id.clone(),
+                        granted_id(&response).expect("cap is far"),
+                    ));
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old = cluster.leader(Duration::from_secs(5)).await;
+    cluster.kill(old).await;
+    let mut acked = Vec::new();
+    for worker in workers {
+        acked.extend(worker.await.expect("worker"));
+    }
+    let new = cluster.leader(Duration::from_secs(10)).await;
+    assert_ne!(new, old);
+    assert!(
+        acked.len() >= 200,
+        "most reservations are acknowledged ({})",
+        acked.len()
+    );
+    // Every acknowledged id is applied once: retrying returns the first reservation id.
+    for (id, reservation) in acked.iter().take(40) {
+        let again = reserve(&client, &reserve_request(id, 7))
+            .await
+            .expect("retry");
+        assert!(again.duplicate, "{id} is remembered");
+        assert_eq!(granted_id(&again), Some(*reservation));
+    }
+    let mut ids: Vec<u64> = acked.iter().map(|a| a.1).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), acked.len(), "no two requests share a hold");
+    // Unacknowledged attempts may have applied too (their outcome was unknown), never twice.
+    let held = held_at_root(&client).await;
+    assert!(
+        held >= 7 * acked.len() as u64 && held <= 7 * 320,
+        "held {held}"
+    );
+    assert_eq!(held % 7, 0);
+    cluster.converged(Duration::from_secs(10)).await;
+}
+
+/// A new member joins after the leader snapshotted and purged its log: it catches up through a
+/// streamed snapshot, becomes a voter, and serves the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_member_catches_up_through_a_snapshot() {
+    let tune = |c: &mut NodeConfig| {
+        c.snapshot_every_entries = 20;
+        c.log_kept_after_snapshot = 0;
+    };
+    let mut cluster = Cluster::start(3, &tune).await;
+    let client = cluster.client();
+    setup_root(&client, 1_000_000).await;
+    for i in 0..60 {
+        reserve(&client, &reserve_request(&format!("r{i}"), 3))
+            .await
+            .expect("reserve");
+    }
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = cluster.status(leader).await.expect("status");
+        if s.snapshot_index.unwrap_or(0) >= 40 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader never snapshotted: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let config = member_config(cluster.dir.path(), 4, &tune);
+    let server = Server::start(config.clone()).await.expect("start member 4");
+    let add = pb::AddLearnerRequest {
+        id: 4,
+        peer_addr: config.node.peer_listen.to_string(),
+        client_addr: config.node.client_addr.clone(),
+        blocking: true,
+    };
+    cluster.members.insert(
+        4,
+        Member {
+            config,
+            server: Some(server),
+        },
+    );
+    client
+        .call(|c| {
+            let r = add.clone();
+            async move {
+                pb::cluster_client::ClusterClient::new(c)
+                    .add_learner(r)
+                    .await
+            }
+        })
+        .await
+        .expect("add learner");
+    let promoted = client
+        .call(|c| async move {
+            pb::cluster_client::ClusterClient::new(c)
+                .promote(pb::PromoteRequest { id: 4 })
+                .await
+        })
+        .await
+        .expect("promote");
+    assert!(promoted.members.iter().any(|m| m.id == 4 && m.voter));
+    let digest = cluster.converged(Duration::from_secs(20)).await;
+    let joined = cluster.status(4).await.expect("status of 4");
+    assert_eq!(joined.state_digest, digest);
+    assert!(
+        joined.snapshot_index.is_some(),
+        "member 4 was seeded by a snapshot"
+    );
+    // It serves the same state: a stale read on it sees the 60 holds.
+    let show = pb::ShowRequest {
+        node: path("acme"),
+        allow_stale: true,
+    };
+    let shown = cluster
+        .client_of(4, Duration::from_secs(5))
+        .call(|c| {
+            let r = show.clone();
+            async move { pb::budget_client::BudgetClient::new(c).show(r).await }
+        })
+        .await
+        .expect("show on 4");
+    assert_eq!(shown.node.expect("node").accounts[0].held, 180);
+}
+
+/// Leadership moves on request and a member leaves, both while clients keep writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_transfer_and_removal_under_load() {
+    let mut cluster = Cluster::start(3, &|_| {}).await;
+    let client = Arc::new(cluster.client());
+    setup_root(&client, 1_000_000).await;
+    let writer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut acked = 0u64;
+            for i in 0..150 {
+                if reserve(&client, &reserve_request(&format!("load-{i}"), 1))
+                    .await
+                    .is_ok()
+                {
+                    acked += 1;
+                }
+            }
+            acked
+        })
+    };
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let target = cluster
+        .members
+        .keys()
+        .copied()
+        .find(|id| *id != leader)
+        .expect("another member");
+    let moved = client
+        .call(|c| async move {
+            pb::cluster_client::ClusterClient::new(c)
+                .transfer_leader(pb::TransferLeaderRequest { id: target })
+                .await
+        })
+        .await
+        .expect("transfer");
+    assert_eq!(moved.leader_id, Some(target));
+    let removed = client
+        .call(|c| async move {
+            pb::cluster_client::ClusterClient::new(c)
+                .remove(pb::RemoveRequest { id: leader })
+                .await
+        })
+        .await
+        .expect("remove");
+    assert!(!removed.members.iter().any(|m| m.id == leader));
+    let acked = writer.await.expect("writer");
+    assert_eq!(
+        acked, 150,
+        "every write succeeded through the transfer and the removal"
+    );
+    cluster.kill(leader).await;
+    cluster.members.remove(&leader);
+    assert!(held_at_root(&client).await >= 150);
+    cluster.converged(Duration::from_secs(10)).await;
+}
+
+/// A member that lost its peers grants nothing: without a quorum no write commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lone_member_grants_nothing() {
+    let mut cluster = Cluster::start(3, &|_| {}).await;
+    let client = cluster.client();
+    setup_root(&client, 1_000_000).await;
+    reserve(&client, &reserve_request("before", 5))
+        .await
+        .expect("reserve");
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let others: Vec<u64> = cluster
+        .members
+        .keys()
+        .copied()
+        .filter(|id| *id != leader)
+        .collect();
+    for id in others {
+        cluster.kill(id).await;
+    }
+    let lone = cluster.client_of(leader, Duration::from_secs(3));
+    let attempt = reserve(&lone, &reserve_request("during", 5)).await;
+    assert!(
+        attempt.is_err(),
+        "a minority granted a reservation: {attempt:?}"
+    );
+    let stale = pb::ShowRequest {
+        node: path("acme"),
+        allow_stale: true,
+    };
+    let shown = lone
+        .call(|c| {
+            let r = stale.clone();
+            async move { pb::budget_client::BudgetClient::new(c).show(r).await }
+        })
+        .await
+        .expect("stale show");
+    assert_eq!(
+        shown.node.expect("node").accounts[0].held,
+        5,
+        "nothing was applied without a quorum"
+    );
+    // A linearizable read needs a quorum too.
+    let strict = pb::ShowRequest {
+        node: path("acme"),
+        allow_stale: false,
+    };
+    let read = lone
+        .call(|c| {
+            let r = strict.clone();
+            async move { pb::budget_client::BudgetClient::new(c).show(r).await }
+        })
+        .await;
+    assert!(read.is_err(), "a lone member confirmed a linearizable read");
+}
+
+/// Bad requests get a precise status and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_clear_statuses_and_change_nothing() {
+    // No ticks: only the test's commands may change the state.
+    let cluster = Cluster::start(1, &|c| c.tick_ms = 3_600_000).await;
+    let client = cluster.client();
+    setup_root(&client, 100).await;
+    let before = cluster.converged(Duration::from_secs(5)).await;
+    let mut unknown = reserve_request("bad-1", 5);
+    unknown.node = path("acme/nobody");
+    let mut negative = reserve_request("bad-2", -5);
+    negative.currency = "usd".into();
+    let mut currency = reserve_request("bad-3", 5);
+    currency.currency = "eur".into();
+    let mut missing = reserve_request("bad-4", 5);
+    missing.amount = None;
+    let cases = [
+        (unknown, Code::NotFound, "does not exist"),
+        (negative, Code::InvalidArgument, "negative"),
+        (currency, Code::NotFound, "currency"),
+        (missing, Code::InvalidArgument, "amount"),
+    ];
+    for (request, code, needle) in cases {
+        let error = reserve(&client, &request).await.expect_err("refused");
+        assert_eq!(error.code(), code, "{}: {error}", request.request_id);
+        assert!(
+            error.to_string().contains(needle),
+            "{}: {error}",
+            request.request_id
+        );
+    }
+    let release = client
+        .call(|c| async move {
+            pb::budget_client::BudgetClient::new(c)
+                .release(pb::ReleaseRequest {
+                    request_id: "bad-5".into(),
+                    sent_at_ms: 0,
+                    reservation_id: 999,
+                })
+                .await
+        })
+        .await
+        .expect_err("unknown reservation");
+    assert_eq!(release.code(), Code::NotFound);
+    let reused = reserve(&client, &reserve_request("cap-acme", 5))
+        .await
+        .expect_err("id reused");
+    assert_eq!(reused.code(), Code::AlreadyExists);
+    let after = cluster.converged(Duration::from_secs(5)).await;
+    assert_eq!(before, after, "refused requests changed the state");
+    assert_eq!(held_at_root(&client).await, 0);
+}
+
+/// gRPC health checking answers SERVING for the budget service once a leader is known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_serving_once_a_leader_is_known() {
+    let cluster = Cluster::start(1, &|_| {}).await;
+    cluster.leader(Duration::from_secs(5)).await;
+    let client = cluster.client_of(1, Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let check = tonic_health::pb::HealthCheckRequest {
+            service: "purser.v1.Budget".into(),
+        };
+        let answer = client
+            .call(|c| {
+                let r = check.clone();
+                async move {
+                    tonic_health::pb::health_client::HealthClient::new(c)
+                        .check(r)
+                        .await
+                }
+            })
+            .await
+            .expect("health check");
+        if answer.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never SERVING: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,296 @@
+//! Real `purser serve` processes on loopback: kill -9 under load, then restart.
+//!
+//! The binary is the workspace's `purser` (built by `cargo build -p purser-cli`, which the
+//! test command runs first); `PURSER_BIN` overrides its path.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use purser_client::{pb, Client, ClientConfig};
+
+fn purser_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("PURSER_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/processes-<hash> → target/<profile>/purser
+    let exe = std::env::current_exe().expect("own path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("purser");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p purser-cli` first",
+        bin.display()
+    );
+    bin
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+struct Member {
+    id: u64,
+    client: SocketAddr,
+    peer: SocketAddr,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Member {
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.with_extension("log")).expect("log file");
+        let child = Command::new(purser_bin())
+            .args(["serve", "--id", &self.id.to_string()])
+            .args([
+                "--listen",
+                &self.client.to_string(),
+                "--peer-listen",
+                &self.peer.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn purser serve");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn client(addrs: &[SocketAddr], timeout: Duration) -> Client {
+    let config = ClientConfig {
+        call_timeout: timeout,
+        ..Default::default()
+    };
+    Client::new(addrs.iter().map(|a| a.to_string()), config).expect("client")
+}
+
+async fn status(addr: SocketAddr) -> Option<pb::StatusResponse> {
+    let c = client(&[addr], Duration::from_secs(1));
+    c.call(|ch| async move {
+        pb::cluster_client::ClusterClient::new(ch)
+            .status(pb::StatusRequest {})
+            .await
+    })
+    .await
+    .ok()
+}
+
+async fn wait_for<T>(what: &str, within: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn path(p: &str) -> Option<pb::NodeRef> {
+    Some(pb::NodeRef {
+        node: Some(pb::node_ref::Node::Path(p.into())),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_reservation() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut members: Vec<Member> = (1..=3)
+        .map(|id| Member {
+            id,
+            client: free_addr(),
+            peer: free_addr(),
+            dir: dir.path().join(format!("n{id}")),
+            child: None,
+        })
+        .collect();
+    for m in &mut members {
+        m.spawn();
+    }
+    let addrs: Vec<SocketAddr> = members.iter().map(|m| m.client).collect();
+    for addr in &addrs {
+        wait_for("a member to listen", Duration::from_secs(20), async || {
+            status(*addr).await
+        })
+        .await;
+    }
+    let init = pb::InitRequest {
+        members: members
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    pb::MemberAddr {
+                        peer_addr: m.peer.to_string(),
+                        client_addr: m.client.to_string(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    let admin = client(&addrs, Duration::from_secs(20));
+    admin
+        .call(|c| {
+            let r = init.clone();
+            async move { pb::cluster_client::ClusterClient::new(c).init(r).await }
+        })
+        .await
+        .expect("init");
+    let create = pb::CreateNodeRequest {
+        request_id: "root".into(),
+        sent_at_ms: purser_client::now_ms(),
+        parent: None,
+        name: "acme".into(),
+        kind: "org".into(),
+        tags: vec![],
+        root: Some(pb::RootSpec {
+            currencies: vec![pb::CurrencySpec {
+                code: "usd".into(),
+                scale: 6,
+                funded: false,
+            }],
+            no_default_cap: true,
+        }),
+    };
+    admin
+        .call(|c| {
+            let r = create.clone();
+            async move { pb::admin_client::AdminClient::new(c).create_node(r).await }
+        })
+        .await
+        .expect("create root");
+
+    let shared = Arc::new(client(&addrs, Duration::from_secs(30)));
+    let mut workers = Vec::new();
+    for w in 0..6 {
+        let c = shared.clone();
+        workers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..60 {
+                let request = pb::ReserveRequest {
+                    request_id: format!("w{w}-{i}"),
+                    sent_at_ms: purser_client::now_ms(),
+                    node: path("acme"),
+                    currency: "usd".into(),
+                    amount: Some(pb::reserve_request::Amount::Exact(3)),
+                    ttl_ms: 600_000,
+                    attributes: None,
+                };
+                let answer = c
+                    .call(|ch| {
+                        let r = request.clone();
+                        async move { pb::budget_client::BudgetClient::new(ch).reserve(r).await }
+                    })
+                    .await;
+                if let Ok(answer) = answer {
+                    if let Some(pb::reserve_response::Result::Granted(g)) = answer.result {
+                        acked.push((request, g.reservation_id));
+                    }
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let leader = wait_for("a leader", Duration::from_secs(10), async || {
+        for m in &members {
+            if let Some(s) = status(m.client).await {
+                if s.role == pb::RaftRole::Leader as i32 {
+                    return Some(m.id);
+                }
+            }
+        }
+        None
+    })
+    .await;
+    members[(leader - 1) as usize].kill9();
+    let mut acked = Vec::new();
+    for worker in workers {
+        acked.extend(worker.await.expect("worker"));
+    }
+    assert!(
+        acked.len() >= 300,
+        "most reservations were acknowledged: {}",
+        acked.len()
+    );
+    // Retrying every acknowledged request returns its first reservation: applied once.
+    for (request, reservation) in &acked {
+        let again = shared
+            .call(|ch| {
+                let r = request.clone();
+                async move { pb::budget_client::BudgetClient::new(ch).reserve(r).await }
+            })
+            .await
+            .expect("retry");
+        assert!(again.duplicate, "{} was forgotten", request.request_id);
+        match again.result {
+            Some(pb::reserve_response::Result::Granted(g)) => {
+                assert_eq!(g.reservation_id, *reservation)
+            }
+            other => panic!("{}: {other:?}", request.request_id),
+        }
+    }
+    let show = pb::ShowRequest {
+        node: path("acme"),
+        allow_stale: false,
+    };
+    let shown = shared
+        .call(|ch| {
+            let r = show.clone();
+            async move { pb::budget_client::BudgetClient::new(ch).show(r).await }
+        })
+        .await
+        .expect("show");
+    let held = shown.node.expect("node").accounts[0].held;
+    assert!(
+        held >= 3 * acked.len() as u64,
+        "acknowledged holds are all present ({held})"
+    );
+    assert!(
+        held <= 3 * 360 && held % 3 == 0,
+        "no hold applied twice ({held})"
+    );
+
+    // The killed member restarts from its files and converges with the others.
+    members[(leader - 1) as usize].spawn();
+    wait_for(
+        "convergence after restart",
+        Duration::from_secs(30),
+        async || {
+            let mut views = Vec::new();
+            for m in &members {
+                views.push(
+                    status(m.client)
+                        .await
+                        .map(|s| (s.applied_index, s.state_digest))?,
+                );
+            }
+            views.windows(2).all(|w| w[0] == w[1]).then_some(())
+        },
+    )
+    .await;
+}

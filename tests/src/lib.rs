@@ -1,0 +1,1 @@
+//! Cluster-level tests live in this package's test targets.

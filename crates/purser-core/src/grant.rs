@@ -35,6 +35,11 @@ impl State {
                 ));
             }
         }
+        if spec.recur == Some(crate::time::Period::Hour) {
+            return Err(Error::invalid(
+                "a grant recurs every day, week, month or year",
+            ));
+        }
         match (spec.recur, spec.rollover) {
             (None, Rollover::None) => {}
             (None, _) => return Err(Error::invalid("rollover applies to recurring grants only")),

@@ -26,6 +26,7 @@ struct ImageRef<'a> {
     dedup: Vec<(u128, DedupEntry)>,
     next_grant_id: u64,
     next_reservation_id: u64,
+    sent_floor_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +42,7 @@ struct Image {
     dedup: Vec<(u128, DedupEntry)>,
     next_grant_id: u64,
     next_reservation_id: u64,
+    sent_floor_ms: u64,
 }
 
 impl State {
@@ -64,6 +66,7 @@ impl State {
             dedup: self.live_requests(),
             next_grant_id: self.next_grant_id,
             next_reservation_id: self.next_reservation_id,
+            sent_floor_ms: self.sent_floor_ms,
         };
         let body = bincode::serde::encode_to_vec(&image, bincode::config::standard())
             .expect("state encodes");
@@ -111,6 +114,7 @@ impl State {
             holds: image.holds.into_iter().map(|h| (h.id, h)).collect(),
             next_grant_id: image.next_grant_id,
             next_reservation_id: image.next_reservation_id,
+            sent_floor_ms: image.sent_floor_ms,
             ..State::default()
         };
         for (id, expired) in image.expired {

@@ -314,6 +314,9 @@ pub struct State {
     pub(crate) dedup: Dedup,
     pub(crate) next_grant_id: u64,
     pub(crate) next_reservation_id: u64,
+    /// Requests first sent before this are too old whatever the retention: raising the
+    /// retention must not make fresh again a request whose id may already be forgotten.
+    pub(crate) sent_floor_ms: u64,
     /// Derived indexes, rebuilt on restore.
     pub(crate) hold_due: BTreeSet<(u64, u64)>,
     pub(crate) grant_due: BTreeSet<(u64, u64)>,
@@ -409,7 +412,9 @@ impl State {
                 limits::REQUEST_ID_BYTES_MAX
             )));
         }
-        if sent_at_ms.saturating_add(self.config.request_retention_ms) < now_ms {
+        if sent_at_ms.saturating_add(self.config.request_retention_ms) < now_ms
+            || sent_at_ms < self.sent_floor_ms
+        {
             return Err(Error::precondition(format!(
                 "request {id:?} was first sent at {sent_at_ms} ms, longer ago than the {} ms request retention: send it as a new request",
                 self.config.request_retention_ms
@@ -460,7 +465,7 @@ impl State {
             } => self.settle(ctx, reservation_id, actual),
             Op::Release { reservation_id } => self.release(ctx, reservation_id),
             Op::Charge(charge) => self.charge(ctx, charge),
-            Op::SetConfig(patch) => self.set_config(patch),
+            Op::SetConfig(patch) => self.set_config(ctx.now_ms, patch),
             Op::Tick => Ok(self.tick(ctx)),
         }
     }
@@ -501,7 +506,7 @@ impl State {
         );
     }
 
-    fn set_config(&mut self, patch: crate::command::ConfigPatch) -> Result<Outcome> {
+    fn set_config(&mut self, now_ms: u64, patch: crate::command::ConfigPatch) -> Result<Outcome> {
         let mut config = self.config.clone();
         if let Some(depth) = patch.depth_max {
             if depth == 0 || depth > limits::DEPTH_MAX_CEILING {
@@ -541,6 +546,22 @@ impl State {
                 return Err(Error::invalid("default_root_cap_major must be 1..=1e9"));
             }
             config.default_root_cap_major = cap;
+        }
+        if config.request_retention_ms > self.config.request_retention_ms {
+            // Remembered ids live as long as the new retention asks; ids already forgotten
+            // belong to requests that stay too old.
+            let raise = config.request_retention_ms - self.config.request_retention_ms;
+            for entry in self
+                .dedup
+                .map
+                .values_mut()
+                .filter(|e| e.forget_at_ms >= now_ms)
+            {
+                entry.forget_at_ms += raise;
+            }
+            self.sent_floor_ms = self
+                .sent_floor_ms
+                .max(now_ms.saturating_sub(self.config.request_retention_ms));
         }
         self.config = config;
         Ok(Outcome::Done)

@@ -237,6 +237,9 @@ fn overflow() -> Error {
 pub(crate) fn validate_window(window: Window) -> Result<()> {
     const DURATION_MAX_MS: u64 = 400 * crate::time::DAY_MS;
     match window {
+        Window::Calendar(crate::time::Period::Year) => Err(Error::invalid(
+            "calendar windows are hour, day, week or month (use first_use or sliding for longer spans)",
+        )),
         Window::Lifetime | Window::Calendar(_) => Ok(()),
         Window::Sliding { duration_ms } => {
             if !(crate::time::MINUTE_MS..=DURATION_MAX_MS).contains(&duration_ms)

@@ -539,13 +539,7 @@ fn renewals_fall_on_utc_period_ends() {
     assert_eq!(weekday(2026, 3, 10), 2);
     let Pool { mut w, acme, .. } = pool(tm(2026, 3, 10, 12, 30));
     let mut next = vec![];
-    for period in [
-        Period::Hour,
-        Period::Day,
-        Period::Week,
-        Period::Month,
-        Period::Year,
-    ] {
+    for period in [Period::Day, Period::Week, Period::Month, Period::Year] {
         let g = w
             .add_grant(
                 acme,
@@ -560,7 +554,6 @@ fn renewals_fall_on_utc_period_ends() {
     assert_eq!(
         next,
         vec![
-            t(2026, 3, 10, 13),
             t(2026, 3, 11, 0),
             t(2026, 3, 16, 0),
             t(2026, 4, 1, 0),
@@ -568,7 +561,7 @@ fn renewals_fall_on_utc_period_ends() {
         ]
     );
     // A tick exactly at an end renews; the next end follows.
-    w.at(t(2026, 3, 10, 13));
+    w.at(t(2026, 3, 11, 0));
     assert_eq!(
         w.tick().outcome,
         Outcome::Ticked {
@@ -577,5 +570,18 @@ fn renewals_fall_on_utc_period_ends() {
             grants_renewed: 1
         }
     );
-    assert_eq!(w.grant_view(1).next_renewal_ms, Some(t(2026, 3, 10, 14)));
+    assert_eq!(w.grant_view(1).next_renewal_ms, Some(t(2026, 3, 12, 0)));
+    // Hourly recurrence is not a grant period.
+    let refused = w.err(Op::AddGrant {
+        node: NodeRef::Id(acme),
+        grant: GrantSpec {
+            recur: Some(Period::Hour),
+            ..grant("credits", 1, 0)
+        },
+    });
+    assert_eq!(refused.kind, ErrorKind::InvalidArgument);
+    assert!(
+        refused.message.contains("day, week, month or year"),
+        "{refused}"
+    );
 }

@@ -27,7 +27,9 @@ pub struct LogStore {
 impl LogStore {
     pub fn new(db: Arc<DB>) -> Self {
         let (flusher, pending) = mpsc::channel::<IOFlushed<TypeConfig>>();
-        let flush_db = db.clone();
+        // A weak handle: the database closes where its owners drop it, never late in this
+        // thread (RocksDB must not be torn down while the process exits).
+        let flush_db = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("purser-log-flush".into())
             .spawn(move || flush_loop(&flush_db, &pending))
@@ -56,13 +58,16 @@ impl LogStore {
 }
 
 /// One fsync for every append queued meanwhile; callbacks complete in the order they came.
-fn flush_loop(db: &DB, pending: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn flush_loop(db: &std::sync::Weak<DB>, pending: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
     while let Ok(first) = pending.recv() {
         let mut batch = vec![first];
         while let Ok(next) = pending.try_recv() {
             batch.push(next);
         }
-        let result = db.flush_wal(true).map_err(|e| e.to_string());
+        let result = match db.upgrade() {
+            Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+            None => Err("the log store is closed".to_owned()),
+        };
         for callback in batch {
             callback.io_completed(result.clone().map_err(io::Error::other));
         }

@@ -78,13 +78,11 @@ fn workload(pairs: u64, pairs_per_ms: u64) {
             ttl_ms: 60_000,
             attrs: Attributes::default(),
         });
-        match state
-            .apply(now, Command::new(format!("r{seq}"), now, reserve))
-            .expect("reserve")
-            .outcome
-        {
-            Outcome::Reserved(r) => outstanding.push_back(r.reservation_id),
-            _ => denied += 1,
+        let applied = state.apply(now, Command::new(format!("r{seq}"), now, reserve));
+        match applied.as_ref().map(|a| &a.outcome) {
+            Ok(Outcome::Reserved(r)) => outstanding.push_back(r.reservation_id),
+            Ok(_) => denied += 1,
+            Err(e) => panic!("reserve: {e}"),
         }
         if outstanding.len() > OUTSTANDING_HOLDS {
             let reservation_id = outstanding.pop_front().expect("non-empty");
@@ -99,9 +97,8 @@ fn workload(pairs: u64, pairs_per_ms: u64) {
                 released += 1;
                 Op::Release { reservation_id }
             };
-            state
-                .apply(now, Command::new(format!("s{seq}"), now, op))
-                .expect("settle");
+            let settled = state.apply(now, Command::new(format!("s{seq}"), now, op));
+            assert!(settled.is_ok(), "settle: {settled:?}");
             done += 1;
         }
     }

@@ -120,7 +120,15 @@ impl Thresholds {
 
     /// Ascending.
     pub fn iter(self) -> impl Iterator<Item = u8> {
-        (1..=100u8).filter(move |p| self.0 & (1u128 << p) != 0)
+        let mut rest = self.0;
+        std::iter::from_fn(move || {
+            if rest == 0 {
+                return None;
+            }
+            let percent = rest.trailing_zeros() as u8;
+            rest &= rest - 1;
+            Some(percent)
+        })
     }
 }
 

@@ -7,7 +7,11 @@ use crate::error::{Error, Result};
 use crate::event::{Event, GovernanceEvent};
 use crate::outcome::Outcome;
 use crate::state::{limits, Ctx, Grant, State};
+use crate::time::DAY_MS;
 use crate::validate;
+
+/// How far ahead a grant may take effect (ten years).
+const GRANT_HORIZON_MS: u64 = 3_653 * DAY_MS;
 
 impl State {
     pub(crate) fn add_grant(
@@ -28,6 +32,23 @@ impl State {
         let amount = validate::positive_amount("grant amount", spec.amount)?;
         let now = ctx.now_ms;
         let effective_at_ms = spec.effective_at_ms.unwrap_or(now);
+        // Bounded: a grant backdated by years would replay a renewal per past period, and
+        // calendar arithmetic near u64::MAX would overflow.
+        if effective_at_ms < now.saturating_sub(DAY_MS)
+            || effective_at_ms > now.saturating_add(GRANT_HORIZON_MS)
+        {
+            return Err(Error::invalid(
+                "a grant takes effect between one day ago and ten years ahead",
+            ));
+        }
+        if spec
+            .expires_at_ms
+            .is_some_and(|e| e > now.saturating_add(10 * GRANT_HORIZON_MS))
+        {
+            return Err(Error::invalid(
+                "a grant expires at most a hundred years ahead",
+            ));
+        }
         if let Some(expires) = spec.expires_at_ms {
             if expires <= effective_at_ms || expires <= now {
                 return Err(Error::invalid(
@@ -299,7 +320,11 @@ impl State {
         };
         // Keep balances far from overflow however many periods pass.
         let ceiling = u64::MAX >> 4;
-        let carry = carry.min(ceiling - grant.held - grant.amount);
+        let carry = carry.min(
+            ceiling
+                .saturating_sub(grant.held)
+                .saturating_sub(grant.amount),
+        );
         grant.remaining = grant.held + carry + grant.amount;
         grant.next_renewal_ms = Some(period.end(boundary));
         let event = GovernanceEvent::GrantRenewed {

@@ -20,6 +20,8 @@ pub mod limits {
     pub const DEPTH_MAX_CEILING: u8 = 32;
     pub const NODES_MAX: u64 = 16_000_000;
     pub const CHILDREN_PER_NODE_MAX: usize = 1_000_000;
+    /// Distinct node kinds (free-text labels) in the whole cluster.
+    pub const KINDS_MAX: usize = 4_096;
     pub const TAGS_PER_NODE_MAX: usize = 32;
     pub const LIMITS_PER_NODE_MAX: usize = 32;
     pub const RATE_LIMITS_PER_NODE_MAX: usize = 16;

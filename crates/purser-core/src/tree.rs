@@ -75,7 +75,7 @@ impl State {
             Some((root, _)) => root.currencies.len(),
             None => self.roots[&root_id].currencies.len(),
         };
-        let kind = self.intern_kind(&create.kind);
+        let kind = self.intern_kind(&create.kind)?;
         let mut node = Node {
             parent,
             root: root_id,
@@ -181,14 +181,20 @@ impl State {
         Ok((root, caps))
     }
 
-    fn intern_kind(&mut self, kind: &str) -> u16 {
+    fn intern_kind(&mut self, kind: &str) -> Result<u16> {
         if let Some(index) = self.kind_index.get(kind) {
-            return *index;
+            return Ok(*index);
+        }
+        if self.kinds.len() >= limits::KINDS_MAX {
+            return Err(Error::exhausted(format!(
+                "the cluster knows the maximum of {} node kinds",
+                limits::KINDS_MAX
+            )));
         }
         let index = self.kinds.len() as u16;
         self.kinds.push(kind.to_owned());
         self.kind_index.insert(kind.to_owned(), index);
-        index
+        Ok(index)
     }
 
     pub(crate) fn move_node(

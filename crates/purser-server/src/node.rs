@@ -22,6 +22,9 @@ use crate::types::{Batch, BatchResponse, LogId, NodeId, PeerNode, Raft};
 
 /// Commands packed into one log entry at most.
 pub const BATCH_COMMANDS_MAX: usize = 1024;
+/// Encoded bytes packed into one log entry at most (a single larger command goes alone).
+/// With `max_payload_entries` below, an append stays far under the peer port's message limit.
+pub const BATCH_BYTES_MAX: usize = 1 << 20;
 /// Log entries proposed and not yet answered at most; while they are in flight, new commands
 /// queue up and form the next batch (the linger adapts to load without a timer).
 pub const BATCHES_IN_FLIGHT_MAX: usize = 8;
@@ -77,7 +80,8 @@ impl NodeConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
             max_in_snapshot_log_to_keep: self.log_kept_after_snapshot,
             install_snapshot_timeout: 10_000,
-            max_payload_entries: 256,
+            // 32 entries of at most BATCH_BYTES_MAX (or one client message of 4 MiB) each.
+            max_payload_entries: 32,
             enable_pre_vote: Some(true),
             ..Default::default()
         };
@@ -141,7 +145,7 @@ impl PurserNode {
     pub async fn start(config: NodeConfig) -> Result<Arc<Self>, StartError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::Storage(format!("{}: {e}", config.data_dir.display())))?;
-        let db = open_db(&config.data_dir)?;
+        let db = open_when_released(&config.data_dir).await?;
         let sm = StateMachineStore::open(db.clone()).map_err(|e| {
             StartError::Storage(format!(
                 "the stored snapshot is unusable, refusing to start: {e}"
@@ -282,6 +286,23 @@ impl Drop for PurserNode {
     }
 }
 
+/// Opens the database, waiting a bounded time while an earlier instance of this member in the
+/// same process (a restart) still closes it: its last handles drop as its tasks wind down.
+async fn open_when_released(path: &std::path::Path) -> Result<Arc<rocksdb::DB>, StartError> {
+    let mut attempts = 0;
+    loop {
+        match open_db(path) {
+            Err(crate::store::OpenError::Rocks { source, .. })
+                if attempts < 50 && source.to_string().contains("lock hold by current process") =>
+            {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -296,10 +317,14 @@ async fn batcher(raft: Raft, mut queue: mpsc::Receiver<Pending>) {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
+        let mut bytes = encoded_len(&first.0);
         let mut batch = vec![first];
-        while batch.len() < BATCH_COMMANDS_MAX {
+        while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
             match queue.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => {
+                    bytes += encoded_len(&next.0);
+                    batch.push(next);
+                }
                 Err(_) => break,
             }
         }
@@ -318,6 +343,10 @@ async fn batcher(raft: Raft, mut queue: mpsc::Receiver<Pending>) {
             answer(result, count, replies);
         });
     }
+}
+
+fn encoded_len(command: &Command) -> usize {
+    command.encode().len()
 }
 
 type WriteResult = Result<

@@ -585,3 +585,26 @@ fn renewals_fall_on_utc_period_ends() {
         "{refused}"
     );
 }
+
+#[test]
+fn grant_times_are_bounded() {
+    let Pool { mut w, acme, .. } = pool(T);
+    let now = w.now;
+    for (effective, expires, needle) in [
+        (Some(now - 2 * 86_400_000), None, "one day ago"),
+        (Some(now + 3_700 * 86_400_000), None, "ten years"),
+        (None, Some(u64::MAX), "hundred years"),
+    ] {
+        let refused = w.err(Op::AddGrant {
+            node: NodeRef::Id(acme),
+            grant: GrantSpec {
+                effective_at_ms: effective,
+                expires_at_ms: expires,
+                recur: Some(Period::Day),
+                ..grant("credits", 1, 0)
+            },
+        });
+        assert_eq!(refused.kind, ErrorKind::InvalidArgument);
+        assert!(refused.message.contains(needle), "{refused}");
+    }
+}

@@ -480,13 +480,7 @@ impl State {
                 "reservation {reservation_id} is not open"
             )));
         }
-        let hold = self.remove_hold(reservation_id);
-        let mut governance = Vec::new();
-        for &(g, part) in &hold.plan {
-            self.unhold_grant(&mut governance, g, part, 0);
-        }
-        ctx.events
-            .extend(governance.into_iter().map(Event::Governance));
+        let hold = self.release_hold(ctx, reservation_id);
         Ok(Outcome::Released {
             reservation_id,
             amount: hold.amount,
@@ -498,6 +492,18 @@ impl State {
         self.expired
             .get(&reservation_id)
             .filter(|e| e.forget_at_ms >= now_ms)
+    }
+
+    /// Takes a hold out and gives its planned parts back to their grants, uncharged.
+    fn release_hold(&mut self, ctx: &mut Ctx, reservation_id: u64) -> Hold {
+        let hold = self.remove_hold(reservation_id);
+        let mut governance = Vec::new();
+        for &(g, part) in &hold.plan {
+            self.unhold_grant(&mut governance, g, part, 0);
+        }
+        ctx.events
+            .extend(governance.into_iter().map(Event::Governance));
+        hold
     }
 
     /// Takes a hold out of the hot state and off its path; grant holds stay for the caller.
@@ -857,13 +863,7 @@ impl State {
 
     /// Expires holds that are past their TTL (called by `Tick`).
     pub(crate) fn expire_hold(&mut self, ctx: &mut Ctx, reservation_id: u64) {
-        let hold = self.remove_hold(reservation_id);
-        let mut governance = Vec::new();
-        for &(g, part) in &hold.plan {
-            self.unhold_grant(&mut governance, g, part, 0);
-        }
-        ctx.events
-            .extend(governance.into_iter().map(Event::Governance));
+        let hold = self.release_hold(ctx, reservation_id);
         let code = self
             .currency_code(self.node(hold.node).root, hold.currency)
             .to_owned();
@@ -1011,7 +1011,8 @@ fn validate_attrs(attrs: &Attributes) -> Result<()> {
 // Time is kept in milliseconds scaled by the rate's amount, so one unit costs `period_ms`
 // scaled units and the burst is `amount` units: integer-exact, no division per request.
 
-fn gcra_capacity(rate: &RateLimit, now_ms: u64) -> u64 {
+/// What a rate limit lets through at `now_ms` (burst capacity left).
+pub(crate) fn gcra_capacity(rate: &RateLimit, now_ms: u64) -> u64 {
     let n = u128::from(rate.amount);
     let period = u128::from(rate.period_ms);
     let now = u128::from(now_ms) * n;
@@ -1037,9 +1038,4 @@ fn gcra_retry_after(rate: &RateLimit, now_ms: u64, cost: u64) -> Option<u64> {
 pub(crate) fn gcra_take(rate: &mut RateLimit, now_ms: u64, cost: u64) {
     let now = u128::from(now_ms) * u128::from(rate.amount);
     rate.tat = rate.tat.max(now) + u128::from(rate.period_ms) * u128::from(cost);
-}
-
-/// What a rate limit would let through right now.
-pub(crate) fn gcra_available(rate: &RateLimit, now_ms: u64) -> u64 {
-    gcra_capacity(rate, now_ms)
 }

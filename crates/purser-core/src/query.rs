@@ -7,6 +7,9 @@ use crate::outcome::{AccountView, GrantView, HoldView, LimitView, NodeView, Rate
 use crate::state::{Grant, Hold, LimitRule, Node, RateUnit, State};
 use crate::window::Counter;
 
+/// Holds one `holds_of` query lists at most.
+pub const HOLDS_LISTED_MAX: usize = 10_000;
+
 impl State {
     /// `root/child/.../leaf` of a node.
     pub fn path_of(&self, id: u64) -> Result<String> {
@@ -79,7 +82,7 @@ impl State {
                 },
                 amount: r.amount,
                 period_ms: r.period_ms,
-                available: crate::budget::gcra_available(r, now),
+                available: crate::budget::gcra_capacity(r, now),
             })
             .collect();
         Ok(NodeView {
@@ -192,18 +195,20 @@ impl State {
         self.holds.get(&reservation_id).map(|h| self.hold_view(h))
     }
 
-    /// Open holds placed directly on a node, by reservation id. Linear in open holds: an
-    /// operator query, not a request-path one.
+    /// Open holds placed directly on a node, oldest first, at most `HOLDS_LISTED_MAX` (the
+    /// node's `holds_open` says how many there are). Linear in open holds: an operator query,
+    /// not a request-path one.
     pub fn holds_of(&self, id: u64) -> Result<Vec<HoldView>> {
         self.check_id(id)?;
-        let mut views: Vec<HoldView> = self
+        let mut ids: Vec<u64> = self
             .holds
             .values()
             .filter(|h| h.node == id)
-            .map(|h| self.hold_view(h))
+            .map(|h| h.id)
             .collect();
-        views.sort_unstable_by_key(|h| h.reservation_id);
-        Ok(views)
+        ids.sort_unstable();
+        ids.truncate(HOLDS_LISTED_MAX);
+        Ok(ids.iter().map(|i| self.hold_view(&self.holds[i])).collect())
     }
 
     fn hold_view(&self, h: &Hold) -> HoldView {

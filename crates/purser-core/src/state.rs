@@ -33,6 +33,9 @@ pub mod limits {
     pub const CURRENCY_SCALE_MAX: u8 = 18;
     pub const PRICES_PER_ROOT_MAX: usize = 4096;
     pub const HOLDS_OPEN_MAX: usize = 10_000_000;
+    /// Request ids remembered at once (about 73 bytes each): the request rate times the
+    /// retention must stay below it, or new requests are refused until old ids age out.
+    pub const REMEMBERED_REQUESTS_MAX: usize = 16_000_000;
     pub const ATTRIBUTE_TAGS_MAX: usize = 16;
     pub const TEXT_BYTES_MAX: usize = 128;
     pub const TAG_VALUE_BYTES_MAX: usize = 256;
@@ -395,6 +398,19 @@ impl State {
                             outcome,
                             events: Vec::new(),
                         });
+                    }
+                }
+                if self.dedup.map.len() >= limits::REMEMBERED_REQUESTS_MAX {
+                    // Dead entries are invisible (lookups and snapshots skip them), so a sweep
+                    // here changes no observable state even if the command then fails.
+                    self.dedup
+                        .map
+                        .retain(|_, entry| entry.forget_at_ms >= now_ms);
+                    if self.dedup.map.len() >= limits::REMEMBERED_REQUESTS_MAX {
+                        return Err(Error::exhausted(format!(
+                            "{} request ids are remembered, the most the cluster keeps: lower the request rate or the retention",
+                            limits::REMEMBERED_REQUESTS_MAX
+                        )));
                     }
                 }
                 Some((key, payload))

@@ -663,22 +663,25 @@ pub trait MutatingRequest: TryInto<Op, Error = ConvertError> + Sized {
     fn request_id(&self) -> &str;
     fn sent_at_ms(&self) -> u64;
 
-    /// The command to propose. `now_ms` (the server's clock) stands in for an unset
-    /// `sent_at_ms`; a client that retries across servers should set it itself, so that every
-    /// attempt is judged against the time of the first one.
-    fn into_command(self, now_ms: u64) -> Result<Command, ConvertError> {
+    /// The command to propose. `sent_at_ms` is required: every attempt must carry the time
+    /// of the first one, so that a retry older than the request retention is refused as too
+    /// old instead of being applied again once its id is forgotten.
+    fn into_command(self) -> Result<Command, ConvertError> {
         if self.request_id().is_empty() {
             return Err(ConvertError::new(
                 "request_id",
                 "is required: a client-chosen id, reused on every retry",
             ));
         }
+        if self.sent_at_ms() == 0 {
+            return Err(ConvertError::new(
+                "sent_at_ms",
+                "is required: the first attempt's time in ms since the Unix epoch, reused on every retry",
+            ));
+        }
         let request = RequestMeta {
             id: self.request_id().to_owned(),
-            sent_at_ms: match self.sent_at_ms() {
-                0 => now_ms,
-                sent => sent,
-            },
+            sent_at_ms: self.sent_at_ms(),
         };
         Ok(Command {
             request: Some(request),

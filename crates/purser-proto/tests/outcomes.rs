@@ -24,7 +24,7 @@ impl World {
     }
 
     fn apply<R: MutatingRequest, P: FromOutcome>(&mut self, request: R) -> P {
-        let command = request.into_command(self.now).expect("request converts");
+        let command = request.into_command().expect("request converts");
         self.log_index += 1;
         let applied = self
             .state
@@ -502,7 +502,7 @@ fn domain_errors_map_to_their_status_codes() {
     // And a real one: the same request id with a different payload.
     let mut w = world();
     let other = create("n2", Some("acme"), "other")
-        .into_command(w.now)
+        .into_command()
         .expect("converts");
     let err = w.state.apply(w.now, other).expect_err("id reused");
     assert_eq!(status_from_error(&err).code(), tonic::Code::AlreadyExists);

@@ -15,16 +15,14 @@ fn path(path: &str) -> Option<pb::NodeRef> {
 }
 
 fn op<R: MutatingRequest>(request: R) -> Op {
-    request
-        .into_command(1)
-        .expect("request converts to a command")
-        .op
+    request.try_into().expect("request converts to an op")
 }
 
 fn err<R: MutatingRequest + std::fmt::Debug>(request: R) -> ConvertError {
-    match request.into_command(1) {
+    let result: Result<Op, ConvertError> = request.try_into();
+    match result {
         Err(e) => e,
-        Ok(command) => panic!("expected a conversion error, got {command:?}"),
+        Ok(op) => panic!("expected a conversion error, got {op:?}"),
     }
 }
 
@@ -629,18 +627,17 @@ fn config_patch_keeps_absent_fields_absent() {
 // ---- the command envelope ----------------------------------------------------------------
 
 #[test]
-fn sent_at_zero_takes_the_servers_time_and_a_set_one_is_kept() {
+fn sent_at_ms_is_required_and_kept() {
     let release = |sent_at_ms| pb::ReleaseRequest {
         request_id: "req-7".into(),
         sent_at_ms,
         reservation_id: 1,
     };
-    let filled = release(0).into_command(42_000).expect("converts");
-    assert_eq!(
-        filled,
-        Command::new("req-7", 42_000, Op::Release { reservation_id: 1 })
-    );
-    let kept = release(41_000).into_command(42_000).expect("converts");
+    let missing = release(0)
+        .into_command()
+        .expect_err("a request without its first time");
+    assert!(missing.to_string().contains("sent_at_ms"), "{missing}");
+    let kept = release(41_000).into_command().expect("converts");
     assert_eq!(
         kept.request.expect("has request meta").sent_at_ms,
         41_000,
@@ -650,11 +647,13 @@ fn sent_at_zero_takes_the_servers_time_and_a_set_one_is_kept() {
 
 #[test]
 fn empty_request_id_is_refused() {
-    let e = err(pb::PauseNodeRequest {
+    let e = pb::PauseNodeRequest {
         request_id: String::new(),
         sent_at_ms: 1,
         node: id(1),
-    });
+    }
+    .into_command()
+    .expect_err("no request id");
     assert_eq!(e.field, "request_id");
 }
 

@@ -33,7 +33,7 @@ impl Services {
         Req: MutatingRequest,
         Resp: FromOutcome,
     {
-        let command = request.into_command(now_ms())?;
+        let command = request.into_command()?;
         let written = self.node.write(command).await.map_err(write_status)?;
         let applied = written.result.map_err(|e| status_from_error(&e))?;
         Ok(Resp::from_outcome(applied.outcome, written.log_index)?)

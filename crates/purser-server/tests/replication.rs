@@ -570,7 +570,7 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() {
             pb::budget_client::BudgetClient::new(c)
                 .release(pb::ReleaseRequest {
                     request_id: "bad-5".into(),
-                    sent_at_ms: 0,
+                    sent_at_ms: purser_client::now_ms(),
                     reservation_id: 999,
                 })
                 .await

@@ -228,7 +228,9 @@ impl State {
         Ok(capacity)
     }
 
-    pub(crate) fn reserve(&mut self, ctx: &mut Ctx, reserve: Reserve) -> Result<Outcome> {
+    /// Everything a reservation is checked for before its evaluation: the one place shared by
+    /// apply and the leader's denial fast path, so that both refuse the same requests.
+    pub(crate) fn check_reserve(&self, reserve: &Reserve) -> Result<(u64, u8, (u64, u64))> {
         let leaf = self.resolve(&reserve.node)?;
         let currency = self.root_of(leaf).currency(&reserve.currency)?;
         let (min, max) = match reserve.amount {
@@ -260,6 +262,11 @@ impl State {
                 limits::HOLDS_OPEN_MAX
             )));
         }
+        Ok((leaf, currency, (min, max)))
+    }
+
+    pub(crate) fn reserve(&mut self, ctx: &mut Ctx, reserve: Reserve) -> Result<Outcome> {
+        let (leaf, currency, (min, max)) = self.check_reserve(&reserve)?;
         let now = ctx.now_ms;
         let decision = match self.evaluate(
             now,

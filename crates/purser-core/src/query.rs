@@ -3,7 +3,9 @@
 
 use crate::command::RateKind;
 use crate::error::{Error, Result};
-use crate::outcome::{AccountView, GrantView, HoldView, LimitView, NodeView, RateLimitView};
+use crate::outcome::{
+    AccountView, Denial, GrantView, HoldView, LimitView, NodeView, RateLimitView,
+};
 use crate::state::{Grant, Hold, LimitRule, Node, RateUnit, State};
 use crate::window::Counter;
 
@@ -226,38 +228,23 @@ impl State {
         }
     }
 
-    /// Would this reservation be denied right now? Read-only, so a leader can answer a denial
-    /// from committed state without a log write. `None` means it would (probably) pass and must
-    /// go through the log to be decided.
-    pub fn precheck_reserve(
-        &self,
-        at_ms: u64,
-        reserve: &crate::command::Reserve,
-    ) -> Result<Option<crate::outcome::Denial>> {
-        let now = at_ms.max(self.now_ms);
-        let leaf = self.resolve(&reserve.node)?;
-        let currency = self.root_of(leaf).currency(&reserve.currency)?;
-        let (min, max) = match reserve.amount {
-            crate::command::Amount::Exact(a) => {
-                let a = crate::validate::positive_amount("amount", a)?;
-                (a, a)
-            }
-            crate::command::Amount::Range { min, max } => (
-                crate::validate::positive_amount("min", min)?,
-                crate::validate::positive_amount("max", max)?,
-            ),
+    /// The denial that applying `command` at `at_ms` would answer, when that is certain from
+    /// this state alone: a first-time `Reserve` (not a retry of a remembered request) that
+    /// passes every check and that the evaluation denies. Such an apply changes nothing but
+    /// the clock, so a leader that has confirmed it holds every committed write can answer
+    /// the denial without a log entry. `None` means "apply it" (a grant, an error, a retry).
+    pub fn fast_denial(&self, at_ms: u64, command: &crate::command::Command) -> Option<Denial> {
+        let (Some(meta), crate::command::Op::Reserve(reserve)) = (&command.request, &command.op)
+        else {
+            return None;
         };
-        if min > max {
-            return Err(Error::invalid(format!("min {min} is above max {max}")));
+        let now = at_ms.max(self.now_ms);
+        let key = self.check_request(now, &meta.id, meta.sent_at_ms).ok()?;
+        if self.is_remembered(key, now) || self.remembered_full() {
+            return None;
         }
-        Ok(self
-            .evaluate(
-                now,
-                leaf,
-                currency,
-                (min, max),
-                reserve.attrs.model.as_deref(),
-            )
-            .err())
+        let (leaf, currency, range) = self.check_reserve(reserve).ok()?;
+        self.evaluate(now, leaf, currency, range, reserve.attrs.model.as_deref())
+            .err()
     }
 }

@@ -386,6 +386,7 @@ impl State {
                 let payload = payload_fingerprint(&mut self.scratch, &op);
                 if let Some(entry) = self.dedup.map.get(&key) {
                     if entry.forget_at_ms >= now_ms {
+                        debug_assert!(self.is_remembered(key, now_ms));
                         if entry.payload != payload {
                             return Err(Error::exists(format!(
                                 "request id {:?} was already used with a different payload",
@@ -400,7 +401,7 @@ impl State {
                         });
                     }
                 }
-                if self.dedup.map.len() >= limits::REMEMBERED_REQUESTS_MAX {
+                if self.remembered_full() {
                     // Dead entries are invisible (lookups and snapshots skip them), so a sweep
                     // here changes no observable state even if the command then fails.
                     self.dedup
@@ -431,7 +432,20 @@ impl State {
         })
     }
 
-    fn check_request(&self, now_ms: u64, id: &str, sent_at_ms: u64) -> Result<u128> {
+    /// A request id whose outcome is still remembered: applying it answers a duplicate.
+    pub(crate) fn is_remembered(&self, key: u128, now_ms: u64) -> bool {
+        self.dedup
+            .map
+            .get(&key)
+            .is_some_and(|entry| entry.forget_at_ms >= now_ms)
+    }
+
+    /// The request-id table is at its cap: a new request needs a sweep, or is refused.
+    pub(crate) fn remembered_full(&self) -> bool {
+        self.dedup.map.len() >= limits::REMEMBERED_REQUESTS_MAX
+    }
+
+    pub(crate) fn check_request(&self, now_ms: u64, id: &str, sent_at_ms: u64) -> Result<u128> {
         if id.is_empty() || id.len() > limits::REQUEST_ID_BYTES_MAX {
             return Err(Error::invalid(format!(
                 "request id must be 1..={} bytes",

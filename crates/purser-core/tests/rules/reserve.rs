@@ -593,3 +593,80 @@ fn a_tick_handles_at_most_ten_thousand_items() {
     );
     assert_eq!(w.account(acme, "usd").held, 0);
 }
+
+/// The leader's log-free denial path answers exactly what apply would, and only when apply
+/// would deny: never for a grant, a bad request, a remembered retry or a charge.
+#[test]
+fn fast_denials_are_exactly_the_denials_apply_gives() {
+    let mut w = World::new(T);
+    let acme = w.root("acme", &[currency("usd", 0, false)]);
+    let dev = w.child(acme, "dev");
+    w.set_limit(acme, hard("usd", 1000, LIFETIME));
+    let op = |amount| World::reserve_op(dev, "usd", Amount::Exact(amount), Attributes::default());
+
+    let denied = Command::new("too-big", T, op(2000));
+    let fast =
+        w.s.fast_denial(T, &denied)
+            .expect("a cap denial is known in advance");
+    assert_eq!(fast.node, acme, "the blocking node is the ancestor");
+    let digest = w.s.digest();
+    assert_eq!(
+        w.s.apply(T, denied).unwrap(),
+        Applied {
+            outcome: Outcome::Denied(fast),
+            events: Vec::new()
+        }
+    );
+    assert_eq!(
+        w.s.digest(),
+        digest,
+        "a denial changes nothing at the same time"
+    );
+
+    let granted = Command::new("fits", T, op(600));
+    assert_eq!(
+        w.s.fast_denial(T, &granted),
+        None,
+        "a grant goes through the log"
+    );
+    w.s.apply(T, granted).unwrap();
+    // The same id again is a retry of a remembered grant: apply answers the duplicate, even
+    // though a fresh 600 would now be denied.
+    let retry = Command::new("fits", T, op(600));
+    assert_eq!(w.s.fast_denial(T, &retry), None);
+    assert!(matches!(
+        w.s.apply(T, retry).unwrap().outcome,
+        Outcome::Duplicate(_)
+    ));
+    let fresh = Command::new("fits-again", T, op(600));
+    assert!(w.s.fast_denial(T, &fresh).is_some());
+
+    let mut bad_ttl = Reserve {
+        node: NodeRef::Id(dev),
+        currency: "usd".into(),
+        amount: Amount::Exact(5000),
+        ttl_ms: 1,
+        attrs: Attributes::default(),
+    };
+    let bad = Command::new("bad-ttl", T, Op::Reserve(bad_ttl.clone()));
+    assert_eq!(
+        w.s.fast_denial(T, &bad),
+        None,
+        "an error is apply's to give"
+    );
+    assert!(w.s.apply(T, bad).is_err());
+    bad_ttl.currency = "eur".into();
+    let unknown = Command::new("eur", T, Op::Reserve(bad_ttl));
+    assert_eq!(w.s.fast_denial(T, &unknown), None);
+    let stale = Command::new("old", T - 24 * HOUR, op(5000));
+    assert_eq!(
+        w.s.fast_denial(T, &stale),
+        None,
+        "a too-old request is refused by apply"
+    );
+    assert_eq!(
+        w.s.fast_denial(T, &Command::new("c", T, World::charge_op(dev, "usd", 5000))),
+        None,
+        "only reservations take the fast path"
+    );
+}

@@ -19,6 +19,11 @@ pub struct DevArgs {
     /// for both (the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:7600", value_name = "HOST:PORT")]
     pub listen: String,
+    /// Serve linearizable reads and denials under the leader's lease, without a quorum round
+    /// trip. Assumes the members' clocks run at the same rate (docs/architecture.md); an
+    /// expired lease falls back to a read index.
+    #[arg(long)]
+    pub lease_reads: bool,
 }
 
 #[derive(Args)]
@@ -42,6 +47,11 @@ pub struct ServeArgs {
     /// (default: --listen). Needed when --listen is 0.0.0.0 or behind NAT.
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// Serve linearizable reads and denials under the leader's lease, without a quorum round
+    /// trip. Assumes the members' clocks run at the same rate (docs/architecture.md); an
+    /// expired lease falls back to a read index.
+    #[arg(long)]
+    pub lease_reads: bool,
 }
 
 fn socket_addr(text: &str, flag: &str) -> Result<SocketAddr, CliError> {
@@ -82,6 +92,7 @@ pub async fn dev(a: DevArgs) -> Result<(), CliError> {
     };
     let mut config = dev_config(a.data_dir.clone(), client);
     config.node.peer_listen = peer;
+    config.node.lease_reads = a.lease_reads;
     let server = Server::start(config)
         .await
         .map_err(|e| CliError(format!("cannot start: {e}")))?;
@@ -144,8 +155,10 @@ pub async fn serve(a: ServeArgs) -> Result<(), CliError> {
             listen.to_string()
         }
     };
+    let mut node = NodeConfig::new(id, data_dir.clone(), peer, advertise);
+    node.lease_reads = a.lease_reads;
     let config = ServeConfig {
-        node: NodeConfig::new(id, data_dir.clone(), peer, advertise),
+        node,
         client_listen: listen,
         bootstrap_single: false,
     };

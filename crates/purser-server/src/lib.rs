@@ -6,7 +6,7 @@ pub mod raft_service;
 pub mod serve;
 pub mod services;
 /// Storage and the Raft type configuration live in `purser-storage`.
-pub use purser_storage::{store, types};
+pub use purser_storage::{metrics, store, types};
 
 /// The internal Raft transport, generated from `proto/purser/internal/raft.proto`.
 pub mod pb {

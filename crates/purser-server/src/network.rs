@@ -2,7 +2,8 @@
 //! peer, reused for every RPC, each bounded by openraft's own deadline.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
@@ -14,6 +15,7 @@ use openraft::raft::{
 use openraft::OptionalSend;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::metrics::Metrics;
 use crate::pb::raft_client::RaftClient;
 use crate::pb::{RaftMessage, SnapshotChunk};
 use crate::store::{decode, encode};
@@ -26,23 +28,32 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Default)]
-pub struct PeerNetwork;
+pub struct PeerNetwork {
+    metrics: Arc<Metrics>,
+}
+
+impl PeerNetwork {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        PeerNetwork { metrics }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
-        PeerClient::new(target, &node.peer_addr)
+        PeerClient::new(target, &node.peer_addr, self.metrics.clone())
     }
 }
 
 pub struct PeerClient {
     target: NodeId,
     client: Result<RaftClient<Channel>, String>,
+    metrics: Arc<Metrics>,
 }
 
 impl PeerClient {
-    fn new(target: NodeId, peer_addr: &str) -> Self {
+    fn new(target: NodeId, peer_addr: &str, metrics: Arc<Metrics>) -> Self {
         let client = Endpoint::from_shared(format!("http://{peer_addr}"))
             .map(|endpoint| {
                 let channel = endpoint
@@ -55,7 +66,11 @@ impl PeerClient {
                     .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
             })
             .map_err(|e| format!("bad peer address {peer_addr:?}: {e}"));
-        PeerClient { target, client }
+        PeerClient {
+            target,
+            client,
+            metrics,
+        }
     }
 
     fn client(&self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
@@ -111,10 +126,20 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, m| async move {
-            c.append_entries(m).await
-        })
-        .await
+        let started = Instant::now();
+        let carries_entries = !rpc.entries.is_empty();
+        let response = self
+            .call(&rpc, &option, |mut c, m| async move {
+                c.append_entries(m).await
+            })
+            .await;
+        // Heartbeats carry nothing to append or fsync: they would hide the replication cost.
+        if carries_entries {
+            self.metrics
+                .replication_rtt_us
+                .record_duration(started.elapsed());
+        }
+        response
     }
 
     async fn vote(

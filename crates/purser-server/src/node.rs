@@ -5,16 +5,18 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ReadPolicy, ServerState};
-use purser_core::{Applied, Command, Error as CoreError};
+use purser_core::{Applied, Command, Denial, Error as CoreError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::metrics::Metrics;
 use crate::network::PeerNetwork;
 use crate::raft_service::RaftService;
 use crate::store::{open_db, LogStore, StateMachineStore};
@@ -27,7 +29,7 @@ pub const BATCH_COMMANDS_MAX: usize = 1024;
 pub const BATCH_BYTES_MAX: usize = 1 << 20;
 /// Log entries proposed and not yet answered at most; while they are in flight, new commands
 /// queue up and form the next batch (the linger adapts to load without a timer).
-pub const BATCHES_IN_FLIGHT_MAX: usize = 8;
+pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 /// Commands waiting for a batch at most; beyond it writes are refused as overloaded.
 pub const WRITE_QUEUE_MAX: usize = 65_536;
 
@@ -48,6 +50,10 @@ pub struct NodeConfig {
     pub log_kept_after_snapshot: u64,
     /// How often the leader proposes a `Tick` (hold and grant expiry).
     pub tick_ms: u64,
+    /// Serve linearizable reads and denials under the leader's lease (no round trip) instead
+    /// of a read index (one heartbeat round to a quorum). The lease assumes the members'
+    /// clocks advance at the same rate; see docs/architecture.md.
+    pub lease_reads: bool,
 }
 
 impl NodeConfig {
@@ -68,6 +74,7 @@ impl NodeConfig {
             snapshot_every_entries: 10_000,
             log_kept_after_snapshot: 1_000,
             tick_ms: 1_000,
+            lease_reads: false,
         }
     }
 
@@ -129,12 +136,18 @@ pub struct Written {
     pub result: Result<Applied, CoreError>,
 }
 
-type Pending = (Command, oneshot::Sender<Result<Written, WriteError>>);
+struct Pending {
+    command: Command,
+    queued: Instant,
+    reply: oneshot::Sender<Result<Written, WriteError>>,
+}
 
 pub struct PurserNode {
     pub id: NodeId,
     pub raft: Raft,
     pub sm: StateMachineStore,
+    pub metrics: Arc<Metrics>,
+    lease_reads: bool,
     peer_addr: SocketAddr,
     writes: mpsc::Sender<Pending>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -146,14 +159,16 @@ impl PurserNode {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::Storage(format!("{}: {e}", config.data_dir.display())))?;
         let db = open_when_released(&config.data_dir).await?;
-        let sm = StateMachineStore::open(db.clone()).map_err(|e| {
+        let metrics = Arc::new(Metrics::default());
+        let sm = StateMachineStore::open(db.clone(), metrics.clone()).map_err(|e| {
             StartError::Storage(format!(
                 "the stored snapshot is unusable, refusing to start: {e}"
             ))
         })?;
-        let log = LogStore::new(db);
+        let log = LogStore::new(db, metrics.clone());
         let raft_config = Arc::new(config.raft_config()?);
-        let raft = Raft::new(config.id, raft_config, PeerNetwork, log, sm.clone())
+        let network = PeerNetwork::new(metrics.clone());
+        let raft = Raft::new(config.id, raft_config, network, log, sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
@@ -184,11 +199,13 @@ impl PurserNode {
             }
         })];
         let (writes, queue) = mpsc::channel::<Pending>(WRITE_QUEUE_MAX);
-        tasks.push(tokio::spawn(batcher(raft.clone(), queue)));
+        tasks.push(tokio::spawn(batcher(raft.clone(), queue, metrics.clone())));
         let node = Arc::new(PurserNode {
             id: config.id,
             raft,
             sm,
+            metrics,
+            lease_reads: config.lease_reads,
             peer_addr,
             writes,
             tasks: std::sync::Mutex::new(tasks),
@@ -209,29 +226,85 @@ impl PurserNode {
 
     /// Proposes one command through the group-commit batcher and waits for its result.
     pub async fn write(&self, command: Command) -> Result<Written, WriteError> {
-        let (tx, rx) = oneshot::channel();
-        self.writes.try_send((command, tx)).map_err(|e| match e {
+        let queued = Instant::now();
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending {
+            command,
+            queued,
+            reply,
+        };
+        self.writes.try_send(pending).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => WriteError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => WriteError::ShuttingDown,
         })?;
-        rx.await.map_err(|_| WriteError::ShuttingDown)?
+        let written = rx.await.map_err(|_| WriteError::ShuttingDown)?;
+        self.metrics
+            .write_total_us
+            .record_duration(queued.elapsed());
+        written
     }
 
-    /// A linearizable read: confirms leadership with a quorum (read index), waits until the
-    /// state machine has applied up to it, then reads.
+    /// A linearizable read: confirms leadership (under the lease when enabled and valid,
+    /// otherwise with a quorum round: read index), waits until the state machine has applied
+    /// everything committed before the read began, then reads.
     pub async fn read<T>(
         &self,
         f: impl FnOnce(&purser_core::State, Option<LogId>) -> T,
     ) -> Result<T, WriteError> {
-        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(_) => Ok(self.sm.read(f)),
-            Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(
-                fwd,
-            ))) => Err(WriteError::NotLeader {
-                leader: fwd.leader_id.zip(fwd.leader_node),
-            }),
-            Err(e) => Err(WriteError::Unknown(e.to_string())),
+        let started = Instant::now();
+        let mut confirmed = Err(WriteError::Unknown("no read policy tried".into()));
+        for policy in [ReadPolicy::LeaseRead, ReadPolicy::ReadIndex] {
+            if policy == ReadPolicy::LeaseRead && !self.lease_reads {
+                continue;
+            }
+            confirmed = match self.raft.ensure_linearizable(policy).await {
+                Ok(_) => Ok(()),
+                Err(RaftError::APIError(
+                    openraft::error::LinearizableReadError::ForwardToLeader(fwd),
+                )) => Err(WriteError::NotLeader {
+                    leader: fwd.leader_id.zip(fwd.leader_node),
+                }),
+                // An expired lease: fall back to a read index.
+                Err(e) => Err(WriteError::Unknown(e.to_string())),
+            };
+            if !matches!(confirmed, Err(WriteError::Unknown(_))) {
+                break;
+            }
         }
+        self.metrics
+            .read_barrier_us
+            .record_duration(started.elapsed());
+        confirmed.map(|()| self.sm.read(f))
+    }
+
+    /// A reservation that committed state already denies, answered by the leader without a
+    /// log entry: the denial and the applied log index it was decided at. `None`: write it.
+    ///
+    /// Linearizable because the decision reads, after a read barrier, a state that contains
+    /// every write acknowledged before this request arrived; writes still in flight can only
+    /// be ordered after it, and a denial changes nothing they could observe. The cheap local
+    /// guess comes first so that reservations that will be granted pay no barrier.
+    pub async fn fast_denial(&self, command: &Command) -> Option<(Denial, u64)> {
+        if !self.is_leader()
+            || self
+                .sm
+                .read(|state, _| state.fast_denial(now_ms(), command))
+                .is_none()
+        {
+            return None;
+        }
+        let decided = self
+            .read(|state, applied| {
+                let denial = state.fast_denial(now_ms(), command)?;
+                Some((denial, applied.map_or(0, |id| id.index)))
+            })
+            .await
+            .ok()
+            .flatten();
+        if decided.is_some() {
+            self.metrics.fast_denials.fetch_add(1, Ordering::Relaxed);
+        }
+        decided
     }
 
     /// Reads this member's applied state without asking the leader (stale by design).
@@ -311,26 +384,37 @@ pub fn now_ms() -> u64 {
 
 /// Packs queued commands into log entries: everything waiting (up to the batch size) goes into
 /// the next entry, with at most `BATCHES_IN_FLIGHT_MAX` entries in flight.
-async fn batcher(raft: Raft, mut queue: mpsc::Receiver<Pending>) {
+async fn batcher(raft: Raft, mut queue: mpsc::Receiver<Pending>, metrics: Arc<Metrics>) {
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
     while let Some(first) = queue.recv().await {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = encoded_len(&first.0);
+        let mut bytes = encoded_len(&first.command);
         let mut batch = vec![first];
         while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
             match queue.try_recv() {
                 Ok(next) => {
-                    bytes += encoded_len(&next.0);
+                    bytes += encoded_len(&next.command);
                     batch.push(next);
                 }
                 Err(_) => break,
             }
         }
+        let proposed = Instant::now();
+        let mut commands = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for pending in batch {
+            metrics
+                .write_queued_us
+                .record_duration(proposed.duration_since(pending.queued));
+            commands.push(pending.command);
+            replies.push(pending.reply);
+        }
+        metrics.batch_commands.record(commands.len() as u64);
         let raft = raft.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
             let count = commands.len();
             // The leader's clock stamps the entry; apply makes it monotonic.
             let result = raft
@@ -340,6 +424,7 @@ async fn batcher(raft: Raft, mut queue: mpsc::Receiver<Pending>) {
                 })
                 .await;
             drop(permit);
+            metrics.raft_write_us.record_duration(proposed.elapsed());
             answer(result, count, replies);
         });
     }

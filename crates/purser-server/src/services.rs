@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::{ChangeMembers, ServerState};
-use purser_core::{NodeRef, State};
+use purser_core::{Command, NodeRef, Outcome, State};
 use purser_proto::convert::{digest_hex, status_from_error, FromOutcome, MutatingRequest};
 use purser_proto::pb;
 use tonic::{Request, Response, Status};
@@ -33,7 +33,10 @@ impl Services {
         Req: MutatingRequest,
         Resp: FromOutcome,
     {
-        let command = request.into_command()?;
+        self.apply(request.into_command()?).await
+    }
+
+    async fn apply<Resp: FromOutcome>(&self, command: Command) -> Result<Resp, Status> {
         let written = self.node.write(command).await.map_err(write_status)?;
         let applied = written.result.map_err(|e| status_from_error(&e))?;
         Ok(Resp::from_outcome(applied.outcome, written.log_index)?)
@@ -77,6 +80,16 @@ pub fn write_status(error: WriteError) -> Status {
     }
 }
 
+fn role_of(state: ServerState) -> pb::RaftRole {
+    match state {
+        ServerState::Leader => pb::RaftRole::Leader,
+        ServerState::Candidate => pb::RaftRole::Candidate,
+        ServerState::Follower => pb::RaftRole::Follower,
+        ServerState::Learner => pb::RaftRole::Learner,
+        ServerState::Shutdown => pb::RaftRole::Shutdown,
+    }
+}
+
 fn node_ref(node: Option<pb::NodeRef>) -> Result<NodeRef, Status> {
     let node = node.ok_or_else(|| Status::invalid_argument("node is required"))?;
     Ok(NodeRef::try_from(node)?)
@@ -88,7 +101,13 @@ impl pb::budget_server::Budget for Services {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let mut response: pb::ReserveResponse = self.mutate(request.into_inner()).await?;
+        let command = request.into_inner().into_command()?;
+        let mut response = match self.node.fast_denial(&command).await {
+            Some((denial, log_index)) => {
+                pb::ReserveResponse::from_outcome(Outcome::Denied(denial), log_index)?
+            }
+            None => self.apply(command).await?,
+        };
         if let Some(denied) = response.denial_mut() {
             denied.node_path = self.path_of(denied.node_id);
         }
@@ -456,18 +475,50 @@ impl pb::cluster_server::Cluster for Services {
         }
     }
 
+    async fn stats(
+        &self,
+        request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let metrics = &self.node.metrics;
+        let histograms = metrics
+            .histograms()
+            .into_iter()
+            .map(|(name, h)| {
+                let s = h.summary();
+                pb::HistogramSummary {
+                    name: name.into(),
+                    count: s.count,
+                    sum: s.sum,
+                    p50: s.p50,
+                    p99: s.p99,
+                    p999: s.p999,
+                    max: s.max,
+                }
+            })
+            .collect();
+        let counters = metrics
+            .counters()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        if request.into_inner().reset {
+            metrics.reset();
+        }
+        let state = self.node.raft.metrics().borrow_watched().state;
+        Ok(Response::new(pb::StatsResponse {
+            id: self.node.id,
+            role: role_of(state) as i32,
+            histograms,
+            counters,
+        }))
+    }
+
     async fn status(
         &self,
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let metrics = self.node.raft.metrics().borrow_watched().clone();
-        let role = match metrics.state {
-            ServerState::Leader => pb::RaftRole::Leader,
-            ServerState::Candidate => pb::RaftRole::Candidate,
-            ServerState::Follower => pb::RaftRole::Follower,
-            ServerState::Learner => pb::RaftRole::Learner,
-            ServerState::Shutdown => pb::RaftRole::Shutdown,
-        };
+        let role = role_of(metrics.state);
         let leader_client_addr = self
             .node
             .leader()

@@ -1,5 +1,6 @@
 //! purser-storage: what a Purser member keeps on disk. The Raft type configuration (what a log
 //! entry carries) and openraft's log and state-machine stores on RocksDB.
 
+pub mod metrics;
 pub mod store;
 pub mod types;

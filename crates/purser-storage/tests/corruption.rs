@@ -9,7 +9,8 @@ async fn a_flipped_bit_in_the_stored_snapshot_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
         let db = open_db(dir.path()).expect("open");
-        let mut sm = StateMachineStore::open(db.clone()).expect("state machine");
+        let mut sm =
+            StateMachineStore::open(db.clone(), Default::default()).expect("state machine");
         let mut builder = sm.get_snapshot_builder().await;
         builder.build_snapshot().await.expect("snapshot");
         drop(builder);
@@ -22,7 +23,7 @@ async fn a_flipped_bit_in_the_stored_snapshot_is_refused() {
         db.put_cf(cf, b"snapshot", stored).expect("write");
     }
     let db = open_db(dir.path()).expect("the database itself opens");
-    let error = StateMachineStore::open(db)
+    let error = StateMachineStore::open(db, Default::default())
         .err()
         .expect("a damaged snapshot is refused");
     let message = error.to_string();

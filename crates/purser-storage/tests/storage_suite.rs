@@ -13,8 +13,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = open_db(dir.path()).expect("open");
-        let sm = StateMachineStore::open(db.clone()).expect("state machine");
-        Ok((dir, LogStore::new(db), sm))
+        let sm = StateMachineStore::open(db.clone(), Default::default()).expect("state machine");
+        Ok((dir, LogStore::new(db, Default::default()), sm))
     }
 }
 

@@ -5,6 +5,7 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
@@ -12,6 +13,7 @@ use openraft::{OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use super::{decode, encode, rocks, CF_LOG, CF_META};
+use crate::metrics::Metrics;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 const VOTE: &[u8] = b"vote";
@@ -25,14 +27,15 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    pub fn new(db: Arc<DB>) -> Self {
+    /// Starts the flusher thread; it records each fsync in `metrics`.
+    pub fn new(db: Arc<DB>, metrics: Arc<Metrics>) -> Self {
         let (flusher, pending) = mpsc::channel::<IOFlushed<TypeConfig>>();
         // A weak handle: the database closes where its owners drop it, never late in this
         // thread (RocksDB must not be torn down while the process exits).
         let flush_db = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("purser-log-flush".into())
-            .spawn(move || flush_loop(&flush_db, &pending))
+            .spawn(move || flush_loop(&flush_db, &pending, &metrics))
             .expect("spawn the log flusher");
         LogStore { db, flusher }
     }
@@ -58,16 +61,23 @@ impl LogStore {
 }
 
 /// One fsync for every append queued meanwhile; callbacks complete in the order they came.
-fn flush_loop(db: &std::sync::Weak<DB>, pending: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn flush_loop(
+    db: &std::sync::Weak<DB>,
+    pending: &mpsc::Receiver<IOFlushed<TypeConfig>>,
+    metrics: &Metrics,
+) {
     while let Ok(first) = pending.recv() {
         let mut batch = vec![first];
         while let Ok(next) = pending.try_recv() {
             batch.push(next);
         }
+        let started = Instant::now();
         let result = match db.upgrade() {
             Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
             None => Err("the log store is closed".to_owned()),
         };
+        metrics.log_fsync_us.record_duration(started.elapsed());
+        metrics.appends_per_fsync.record(batch.len() as u64);
         for callback in batch {
             callback.io_completed(result.clone().map_err(io::Error::other));
         }

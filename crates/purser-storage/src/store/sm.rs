@@ -4,6 +4,7 @@
 
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures_util::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -13,6 +14,7 @@ use rocksdb::{WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, rocks, CF_SM};
+use crate::metrics::Metrics;
 use crate::types::{
     Batch, BatchResponse, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
@@ -38,12 +40,13 @@ pub(crate) struct Applied {
 pub struct StateMachineStore {
     inner: Arc<Mutex<Applied>>,
     db: Arc<DB>,
+    metrics: Arc<Metrics>,
 }
 
 impl StateMachineStore {
     /// Loads the newest snapshot, if any. A snapshot that fails its checksum or its invariants
     /// stops the node with an error rather than serving wrong data.
-    pub fn open(db: Arc<DB>) -> io::Result<Self> {
+    pub fn open(db: Arc<DB>, metrics: Arc<Metrics>) -> io::Result<Self> {
         let cf = db.cf_handle(CF_SM).expect("column family exists");
         let applied = match db.get_cf(cf, SNAPSHOT).map_err(rocks)? {
             None => Applied {
@@ -65,6 +68,7 @@ impl StateMachineStore {
         Ok(StateMachineStore {
             inner: Arc::new(Mutex::new(applied)),
             db,
+            metrics,
         })
     }
 
@@ -122,6 +126,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
+            let started = Instant::now();
             let response = {
                 let mut applied = self.inner.lock().expect("state machine lock");
                 applied.last_applied = Some(entry.log_id);
@@ -143,6 +148,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 }
             };
+            self.metrics
+                .apply_entry_us
+                .record_duration(started.elapsed());
             if let Some(responder) = responder {
                 responder.send(response);
             }

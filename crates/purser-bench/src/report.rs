@@ -1,0 +1,199 @@
+//! Results: one JSON object per run (appended as a line to a file, so that a script can run
+//! many systems and client counts), the final `bench-results.json` array, and the markdown
+//! table with Purser's ratios against each peer at the same client count.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::run::RunResult;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    pub system: String,
+    pub clients: usize,
+    pub ops_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub denials: u64,
+    pub errors: u64,
+    pub overspend_ok: bool,
+    /// The acknowledged settles add up to every node's spend.
+    pub spend_ok: bool,
+    pub settle_p50_ms: f64,
+    pub settle_p99_ms: f64,
+    pub conflicts: u64,
+    pub duration_s: f64,
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_denial_s: Option<f64>,
+    /// Where time went on the Purser leader during the run, when the system is Purser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<serde_json::Value>,
+}
+
+fn ms(histogram: &hdrhistogram::Histogram<u64>, quantile: f64) -> f64 {
+    if histogram.is_empty() {
+        return 0.0;
+    }
+    histogram.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+impl Row {
+    pub fn new(system: &str, clients: usize, mode: &str, result: &RunResult) -> Row {
+        let secs = result.elapsed.as_secs_f64().max(1e-9);
+        Row {
+            system: system.into(),
+            clients,
+            ops_per_s: (result.ops as f64 / secs).round(),
+            p50_ms: ms(&result.reserve_us, 0.5),
+            p99_ms: ms(&result.reserve_us, 0.99),
+            p999_ms: ms(&result.reserve_us, 0.999),
+            denials: result.denials,
+            errors: result.errors,
+            overspend_ok: result.audit.over_limit.is_empty(),
+            spend_ok: result.audit.spend_mismatch.is_empty(),
+            settle_p50_ms: ms(&result.settle_us, 0.5),
+            settle_p99_ms: ms(&result.settle_us, 0.99),
+            conflicts: result.conflicts,
+            duration_s: secs,
+            mode: mode.into(),
+            first_denial_s: result.first_denial_s,
+            server: None,
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "{} clients={} ops/s={:.0} p50={:.2}ms p99={:.2}ms p999={:.2}ms denials={} errors={} conflicts={} overspend_ok={} spend_ok={}",
+            self.system,
+            self.clients,
+            self.ops_per_s,
+            self.p50_ms,
+            self.p99_ms,
+            self.p999_ms,
+            self.denials,
+            self.errors,
+            self.conflicts,
+            self.overspend_ok,
+            self.spend_ok
+        );
+        if let Some(s) = self.first_denial_s {
+            let _ = write!(line, " first_denial={s:.3}s");
+        }
+        line
+    }
+}
+
+/// The markdown table: per client count, every system's figures and Purser's ratios against
+/// it (throughput Purser / peer, p99 peer / Purser: above 1 means Purser is better on both).
+pub fn table(rows: &[Row]) -> String {
+    let mut by_clients: BTreeMap<usize, Vec<&Row>> = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.mode == "standard") {
+        by_clients.entry(row.clients).or_default().push(row);
+    }
+    let mut out = String::from(
+        "| clients | system | ops/s | p50 ms | p99 ms | p999 ms | denials | errors | no overspend | Purser/peer ops | peer/Purser p99 |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|:-:|---:|---:|\n",
+    );
+    for (clients, rows) in by_clients {
+        let purser = rows.iter().find(|r| r.system == "purser").copied();
+        for row in &rows {
+            let (ops_ratio, p99_ratio) = match purser {
+                Some(p) if row.system != "purser" => (
+                    ratio(p.ops_per_s, row.ops_per_s),
+                    ratio(row.p99_ms, p.p99_ms),
+                ),
+                _ => ("".into(), "".into()),
+            };
+            let _ = writeln!(
+                out,
+                "| {clients} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {ops_ratio} | {p99_ratio} |",
+                row.system,
+                row.ops_per_s,
+                row.p50_ms,
+                row.p99_ms,
+                row.p999_ms,
+                row.denials,
+                row.errors,
+                if row.overspend_ok && row.spend_ok { "yes" } else { "NO" },
+            );
+        }
+    }
+    for row in rows.iter().filter(|r| r.mode == "exhaust") {
+        let first = row
+            .first_denial_s
+            .map_or("no denial".to_owned(), |s| format!("first denial {s:.2} s in"));
+        let _ = writeln!(
+            out,
+            "\nCap exhaustion, {} at {} clients: {first}, {} denials, {:.0} ops/s, overspend: {}",
+            row.system,
+            row.clients,
+            row.denials,
+            row.ops_per_s,
+            if row.overspend_ok && row.spend_ok { "none" } else { "FOUND" },
+        );
+    }
+    out
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "∞".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(system: &str, clients: usize, ops: f64, p99: f64) -> Row {
+        Row {
+            system: system.into(),
+            clients,
+            ops_per_s: ops,
+            p50_ms: 1.0,
+            p99_ms: p99,
+            p999_ms: p99,
+            denials: 0,
+            errors: 0,
+            overspend_ok: true,
+            spend_ok: true,
+            settle_p50_ms: 1.0,
+            settle_p99_ms: 1.0,
+            conflicts: 0,
+            duration_s: 10.0,
+            mode: "standard".into(),
+            first_denial_s: None,
+            server: None,
+        }
+    }
+
+    #[test]
+    fn the_table_gives_ratios_against_purser_at_the_same_client_count() {
+        let rows = vec![
+            row("purser", 64, 20_000.0, 5.0),
+            row("redis-always", 64, 10_000.0, 15.0),
+            row("purser", 1, 1_000.0, 1.0),
+            row("etcd", 1, 500.0, 2.0),
+        ];
+        let table = table(&rows);
+        assert!(
+            table.contains(
+                "| 64 | redis-always | 10000 | 1.00 | 15.00 | 15.00 | 0 | 0 | yes | 2.00 | 3.00 |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 1 | etcd | 500 | 1.00 | 2.00 | 2.00 | 0 | 0 | yes | 2.00 | 2.00 |"),
+            "{table}"
+        );
+        let one = table.find("| 1 | purser").expect("row");
+        let many = table.find("| 64 | purser").expect("row");
+        assert!(one < many, "client counts ascend");
+    }
+}

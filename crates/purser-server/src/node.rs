@@ -184,15 +184,11 @@ impl PurserNode {
         })?;
         let (peer_shutdown, stop) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .concurrency_limit_per_connection(256)
             .add_service(RaftService::server(raft.clone()))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                async {
-                    let _ = stop.await;
-                },
-            );
+            .serve_with_incoming_shutdown(crate::serve::incoming(listener), async {
+                let _ = stop.await;
+            });
         let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = server.await {
                 tracing::error!("peer server stopped: {e}");

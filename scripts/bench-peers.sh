@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Purser against the systems people hand-roll a hierarchical budget on, side by side: the same
 # four-level reserve/settle workload (purser-bench) against
-#   purser           a 3-member Purser cluster (Raft, every write fsynced by a quorum)
+#   purser           a 3-member Purser cluster (Raft, every write fsynced by a quorum), the
+#                    client coalescing concurrent calls into Batch RPCs (purser-client)
+#   purser-unbatched the same cluster, one RPC per call
 #   redis-always     Redis 7, AOF with appendfsync always (Lua scripts)
 #   redis-everysec   Redis 7, AOF with appendfsync everysec (may lose the last second)
 #   postgres         PostgreSQL 15, synchronous_commit on (row locks)
@@ -257,9 +259,11 @@ echo "== fsync latency of the disk under $work"
 
 failed=()
 for c in "${client_counts[@]}"; do
-  for label in purser redis-always redis-everysec postgres etcd; do
+  for label in purser purser-unbatched redis-always redis-everysec postgres etcd; do
+    extra=()
     case "$label" in
       purser) system=purser endpoints=$purser_endpoints ;;
+      purser-unbatched) system=purser endpoints=$purser_endpoints extra=(--no-coalesce) ;;
       redis-always) system=redis endpoints=127.0.0.1:$redis_port_always ;;
       redis-everysec) system=redis endpoints=127.0.0.1:$redis_port_everysec ;;
       postgres) system=postgres endpoints=$postgres_conninfo ;;
@@ -267,7 +271,7 @@ for c in "${client_counts[@]}"; do
     esac
     echo "== $label, $c clients"
     if ! run_child "$bench" run --system "$system" --label "$label" --endpoints "$endpoints" \
-      --clients "$c" --duration "$duration" --warmup "$warmup" --json "$results"; then
+      --clients "$c" --duration "$duration" --warmup "$warmup" --json "$results" "${extra[@]}"; then
       failed+=("$label at $c clients")
     fi
   done

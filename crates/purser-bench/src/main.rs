@@ -90,6 +90,10 @@ struct RunArgs {
     mode: Mode,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Purser only: one RPC per call instead of coalescing concurrent calls into `Batch`
+    /// RPCs (what a client library without coalescing would do).
+    #[arg(long)]
+    no_coalesce: bool,
     /// Appends the result as a JSON line to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -142,7 +146,7 @@ async fn run_command(args: RunArgs) -> backend::Result<ExitCode> {
     let tree = Tree::standard();
     let (label, result) = match args.system {
         System::Purser => {
-            let backend = Arc::new(purser::Purser::connect(&args.endpoints)?);
+            let backend = Arc::new(purser::Purser::connect(&args.endpoints, !args.no_coalesce)?);
             ("purser", measure(backend, tree, &options).await?)
         }
         System::Redis => {

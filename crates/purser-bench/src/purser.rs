@@ -8,7 +8,9 @@ use std::time::Duration;
 use purser_client::pb::{
     self, admin_client::AdminClient, budget_client::BudgetClient, cluster_client::ClusterClient,
 };
-use purser_client::{new_request_id, now_ms, Client, ClientConfig};
+use purser_client::{
+    new_request_id, now_ms, Client, ClientConfig, CoalesceConfig, Coalescer, ItemResult, Op,
+};
 use tokio::task::JoinSet;
 
 use crate::backend::{Backend, NodeAudit, Reserved, Result, Session};
@@ -19,6 +21,8 @@ const CONNECTIONS: usize = 8;
 /// Setup and audit calls in flight at once.
 const SETUP_CONCURRENCY: usize = 128;
 const HOLD_TTL_MS: u64 = 60_000;
+/// One call, retries included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 macro_rules! call {
     ($client:expr, $service:ident, $method:ident, $request:expr) => {{
@@ -34,6 +38,8 @@ macro_rules! call {
 
 pub struct Purser {
     clients: Vec<Arc<Client>>,
+    /// One per connection when calls are coalesced into `Batch` RPCs.
+    coalescers: Option<Vec<Coalescer>>,
     /// One client per member, for its own `Stats`.
     members: Vec<Client>,
     /// Purser's node id of each node of the tree, known after setup.
@@ -41,7 +47,9 @@ pub struct Purser {
 }
 
 impl Purser {
-    pub fn connect(endpoints: &[String]) -> Result<Purser> {
+    /// `coalesce`: send the clients' reserves and settles through `purser-client`'s
+    /// coalescer (many concurrent calls per `Batch` RPC), as a busy gateway process would.
+    pub fn connect(endpoints: &[String], coalesce: bool) -> Result<Purser> {
         let config = ClientConfig {
             request_timeout: Duration::from_secs(10),
             ..ClientConfig::default()
@@ -53,8 +61,16 @@ impl Purser {
             .iter()
             .map(|e| Client::new([e.clone()], config.clone()))
             .collect::<std::result::Result<_, _>>()?;
+        let clients: Vec<Arc<Client>> = clients;
+        let coalescers = coalesce.then(|| {
+            clients
+                .iter()
+                .map(|c| Coalescer::new(c.clone(), CoalesceConfig::default()))
+                .collect()
+        });
         Ok(Purser {
             clients,
+            coalescers,
             members,
             ids: OnceLock::new(),
         })
@@ -203,6 +219,7 @@ impl Backend for Purser {
     async fn session(&self, index: usize) -> Result<PurserSession> {
         Ok(PurserSession {
             client: self.client(index),
+            coalescer: self.coalescers.as_ref().map(|c| c[index % c.len()].clone()),
             ids: self.ids()?,
         })
     }
@@ -309,6 +326,7 @@ async fn usage(client: &Client, id: u64) -> Result<NodeAudit> {
 
 pub struct PurserSession {
     client: Arc<Client>,
+    coalescer: Option<Coalescer>,
     ids: Arc<Vec<u64>>,
 }
 
@@ -317,20 +335,22 @@ impl Session for PurserSession {
 
     async fn reserve(&mut self, tree: &Tree, user: usize, amount: i64) -> Result<Reserved<u64>> {
         let node = self.ids[tree.chains[user][0]];
-        let response = call!(
-            self.client,
-            BudgetClient,
-            reserve,
-            pb::ReserveRequest {
-                request_id: new_request_id(),
-                sent_at_ms: now_ms(),
-                node: id_ref(node),
-                currency: "usd".into(),
-                amount: Some(pb::reserve_request::Amount::Exact(amount)),
-                ttl_ms: HOLD_TTL_MS,
-                attributes: None,
-            }
-        )?;
+        let request = pb::ReserveRequest {
+            request_id: new_request_id(),
+            sent_at_ms: now_ms(),
+            node: id_ref(node),
+            currency: "usd".into(),
+            amount: Some(pb::reserve_request::Amount::Exact(amount)),
+            ttl_ms: HOLD_TTL_MS,
+            attributes: None,
+        };
+        let response = match &self.coalescer {
+            Some(coalescer) => match coalescer.call(Op::Reserve(request), CALL_TIMEOUT).await? {
+                ItemResult::Reserve(response) => response,
+                other => return Err(format!("a reserve answered with {other:?}").into()),
+            },
+            None => call!(self.client, BudgetClient, reserve, request)?,
+        };
         match response.result {
             Some(pb::reserve_response::Result::Granted(g)) => Ok(Reserved::Held(g.reservation_id)),
             Some(pb::reserve_response::Result::Denied(_)) => Ok(Reserved::Denied),
@@ -340,32 +360,31 @@ impl Session for PurserSession {
 
     async fn settle(&mut self, _tree: &Tree, hold: u64, actual: Option<i64>) -> Result<()> {
         let (request_id, sent_at_ms) = (new_request_id(), now_ms());
-        match actual {
-            Some(actual) => {
-                call!(
-                    self.client,
-                    BudgetClient,
-                    commit,
-                    pb::CommitRequest {
-                        request_id,
-                        sent_at_ms,
-                        reservation_id: hold,
-                        actual: Some(pb::commit_request::Actual::Amount(actual)),
-                    }
-                )?;
+        let op = match actual {
+            Some(actual) => Op::Commit(pb::CommitRequest {
+                request_id,
+                sent_at_ms,
+                reservation_id: hold,
+                actual: Some(pb::commit_request::Actual::Amount(actual)),
+            }),
+            None => Op::Release(pb::ReleaseRequest {
+                request_id,
+                sent_at_ms,
+                reservation_id: hold,
+            }),
+        };
+        if let Some(coalescer) = &self.coalescer {
+            coalescer.call(op, CALL_TIMEOUT).await?;
+            return Ok(());
+        }
+        match op {
+            Op::Commit(request) => {
+                call!(self.client, BudgetClient, commit, request)?;
             }
-            None => {
-                call!(
-                    self.client,
-                    BudgetClient,
-                    release,
-                    pb::ReleaseRequest {
-                        request_id,
-                        sent_at_ms,
-                        reservation_id: hold,
-                    }
-                )?;
+            Op::Release(request) => {
+                call!(self.client, BudgetClient, release, request)?;
             }
+            _ => unreachable!("a settle is a commit or a release"),
         }
         Ok(())
     }

@@ -123,10 +123,11 @@ pub fn table(rows: &[Row]) -> String {
         }
     }
     for row in rows.iter().filter(|r| r.mode == "exhaust") {
-        let first = row
-            .first_denial_s
-            .map_or("no denial".to_owned(), |s| format!("first denial {s:.2} s in"));
-        let _ = writeln!(
+        let first = row.first_denial_s.map_or("no denial".to_owned(), |s| {
+            format!("first denial {s:.2} s in")
+        });
+        let _ =
+            writeln!(
             out,
             "\nCap exhaustion, {} at {} clients: {first}, {} denials, {:.0} ops/s, overspend: {}",
             row.system,

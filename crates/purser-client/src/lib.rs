@@ -9,6 +9,9 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use purser_proto::pb;
+
+mod coalesce;
+pub use coalesce::{CoalesceConfig, Coalescer, ItemResult, Op};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
@@ -49,6 +52,18 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The same error, for each of several callers that shared one attempt.
+    pub fn duplicate(&self) -> ClientError {
+        match self {
+            ClientError::Status(s) => ClientError::Status(s.clone()),
+            ClientError::Unreachable { attempts, last } => ClientError::Unreachable {
+                attempts: *attempts,
+                last: last.clone(),
+            },
+            ClientError::BadEndpoint(e) => ClientError::BadEndpoint(e.clone()),
+        }
+    }
+
     pub fn code(&self) -> Code {
         match self {
             ClientError::Status(s) => s.code(),

@@ -15,6 +15,9 @@ use tonic::{Request, Response, Status};
 use crate::node::{now_ms, PurserNode, WriteError};
 use crate::types::{LogId, PeerNode};
 
+/// Items in one `Batch` call at most (one log entry's worth of commands).
+pub const BATCH_ITEMS_MAX: usize = crate::node::BATCH_COMMANDS_MAX;
+
 /// Metadata key carrying the leader's client address on a redirect.
 pub const LEADER_METADATA: &str = "purser-leader";
 
@@ -51,6 +54,33 @@ impl Services {
             return Ok(self.node.read_local(f));
         }
         self.node.read(f).await.map_err(write_status)
+    }
+
+    /// A reservation: denied on the leader without a log entry when committed state already
+    /// denies it (`PurserNode::fast_denial`), otherwise written.
+    async fn reserve_one(
+        &self,
+        request: pb::ReserveRequest,
+    ) -> Result<pb::ReserveResponse, Status> {
+        let command = request.into_command()?;
+        let mut response = match self.node.fast_denial(&command).await {
+            Some((denial, log_index)) => {
+                pb::ReserveResponse::from_outcome(Outcome::Denied(denial), log_index)?
+            }
+            None => self.apply(command).await?,
+        };
+        if let Some(denied) = response.denial_mut() {
+            denied.node_path = self.path_of(denied.node_id);
+        }
+        Ok(response)
+    }
+
+    async fn charge_one(&self, request: pb::ChargeRequest) -> Result<pb::ChargeResponse, Status> {
+        let mut response: pb::ChargeResponse = self.mutate(request).await?;
+        if let Some(denied) = response.denial_mut() {
+            denied.node_path = self.path_of(denied.node_id);
+        }
+        Ok(response)
     }
 
     fn path_of(&self, id: u64) -> String {
@@ -101,17 +131,7 @@ impl pb::budget_server::Budget for Services {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let command = request.into_inner().into_command()?;
-        let mut response = match self.node.fast_denial(&command).await {
-            Some((denial, log_index)) => {
-                pb::ReserveResponse::from_outcome(Outcome::Denied(denial), log_index)?
-            }
-            None => self.apply(command).await?,
-        };
-        if let Some(denied) = response.denial_mut() {
-            denied.node_path = self.path_of(denied.node_id);
-        }
-        Ok(Response::new(response))
+        Ok(Response::new(self.reserve_one(request.into_inner()).await?))
     }
 
     async fn commit(
@@ -132,11 +152,48 @@ impl pb::budget_server::Budget for Services {
         &self,
         request: Request<pb::ChargeRequest>,
     ) -> Result<Response<pb::ChargeResponse>, Status> {
-        let mut response: pb::ChargeResponse = self.mutate(request.into_inner()).await?;
-        if let Some(denied) = response.denial_mut() {
-            denied.node_path = self.path_of(denied.node_id);
+        Ok(Response::new(self.charge_one(request.into_inner()).await?))
+    }
+
+    async fn batch(
+        &self,
+        request: Request<pb::BatchRequest>,
+    ) -> Result<Response<pb::BatchResponse>, Status> {
+        use pb::batch_item::Op;
+        use pb::batch_item_result::Result as Item;
+        let items = request.into_inner().items;
+        if items.len() > BATCH_ITEMS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a batch carries at most {BATCH_ITEMS_MAX} items, not {}",
+                items.len()
+            )));
         }
-        Ok(Response::new(response))
+        if !self.node.is_leader() {
+            return Err(write_status(WriteError::NotLeader {
+                leader: self.node.leader(),
+            }));
+        }
+        // Every item is queued before any is awaited (join_all polls them in order), so
+        // they usually share one log entry.
+        let results = futures_util::future::join_all(items.into_iter().map(|item| async move {
+            let result = match item.op {
+                Some(Op::Reserve(r)) => self.reserve_one(r).await.map(Item::Reserve),
+                Some(Op::Commit(r)) => self.mutate(r).await.map(Item::Commit),
+                Some(Op::Release(r)) => self.mutate(r).await.map(Item::Release),
+                Some(Op::Charge(r)) => self.charge_one(r).await.map(Item::Charge),
+                None => Err(Status::invalid_argument("a batch item needs an operation")),
+            };
+            pb::BatchItemResult {
+                result: Some(result.unwrap_or_else(|status| {
+                    Item::Error(pb::ItemError {
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    })
+                })),
+            }
+        }))
+        .await;
+        Ok(Response::new(pb::BatchResponse { results }))
     }
 
     async fn show(

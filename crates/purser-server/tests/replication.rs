@@ -727,3 +727,144 @@ async fn reads_and_denials_stay_linearizable_with_read_index() {
 async fn reads_and_denials_stay_linearizable_with_leader_leases() {
     reads_and_denials_stay_linearizable(true).await;
 }
+
+fn batch_reserve(id: &str, amount: i64) -> purser_client::Op {
+    purser_client::Op::Reserve(reserve_request(id, amount))
+}
+
+/// A `Batch` answers each item exactly as it would have been answered alone: grants,
+/// denials (without a log write), duplicates and per-item errors, in item order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_answers_each_item_as_if_it_were_alone() {
+    use purser_client::ItemResult;
+    let cluster = Cluster::start(3, &|c| c.tick_ms = 3_600_000).await;
+    let client = cluster.client();
+    setup_root(&client, 100).await;
+    let first = reserve(&client, &reserve_request("alone", 30))
+        .await
+        .expect("reserve");
+    let first_id = granted_id(&first).expect("room");
+    let items = vec![
+        batch_reserve("b-1", 50),
+        batch_reserve("alone", 30), // a retry of the request above
+        batch_reserve("b-2", 50),   // 30 + 50 held: denied
+        purser_client::Op::Release(pb::ReleaseRequest {
+            request_id: "b-3".into(),
+            sent_at_ms: purser_client::now_ms(),
+            reservation_id: 999,
+        }),
+        batch_reserve("b-4", -5),
+    ];
+    let request = pb::BatchRequest {
+        items: items
+            .into_iter()
+            .map(|op| pb::BatchItem { op: Some(op) })
+            .collect(),
+    };
+    let response = client
+        .call(|c| {
+            let r = request.clone();
+            async move { pb::budget_client::BudgetClient::new(c).batch(r).await }
+        })
+        .await
+        .expect("batch");
+    let results: Vec<_> = response
+        .results
+        .into_iter()
+        .map(|r| r.result.expect("a result"))
+        .collect();
+    assert_eq!(results.len(), 5);
+    let ItemResult::Reserve(granted) = &results[0] else {
+        panic!("{:?}", results[0])
+    };
+    assert!(granted_id(granted).is_some());
+    let ItemResult::Reserve(retry) = &results[1] else {
+        panic!("{:?}", results[1])
+    };
+    assert!(retry.duplicate);
+    assert_eq!(granted_id(retry), Some(first_id));
+    let ItemResult::Reserve(denied) = &results[2] else {
+        panic!("{:?}", results[2])
+    };
+    assert_eq!(granted_id(denied), None, "the cap is full");
+    assert!(matches!(&results[3], ItemResult::Error(e) if e.code == Code::NotFound as i32));
+    assert!(matches!(&results[4], ItemResult::Error(e) if e.code == Code::InvalidArgument as i32));
+    assert_eq!(held_at_root(&client).await, 80);
+
+    let too_many = pb::BatchRequest {
+        items: (0..1025)
+            .map(|i| pb::BatchItem {
+                op: Some(batch_reserve(&format!("many-{i}"), 1)),
+            })
+            .collect(),
+    };
+    let error = client
+        .call(|c| {
+            let r = too_many.clone();
+            async move { pb::budget_client::BudgetClient::new(c).batch(r).await }
+        })
+        .await
+        .expect_err("too many items");
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert_eq!(
+        held_at_root(&client).await,
+        80,
+        "a refused batch applies nothing"
+    );
+}
+
+/// Concurrent calls coalesced into `Batch` RPCs survive the loss of the leader like single
+/// calls: every acknowledged reservation is applied once, none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coalesced_calls_survive_the_leaders_loss() {
+    use purser_client::{CoalesceConfig, Coalescer, ItemResult};
+    let mut cluster = Cluster::start(3, &|_| {}).await;
+    let client = Arc::new(cluster.client());
+    setup_root(&client, 1_000_000).await;
+    let coalescer = Coalescer::new(client.clone(), CoalesceConfig::default());
+    let mut workers = Vec::new();
+    for w in 0..32 {
+        let coalescer = coalescer.clone();
+        workers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..20 {
+                let op = batch_reserve(&format!("c{w}-{i}"), 7);
+                if let Ok(ItemResult::Reserve(r)) =
+                    coalescer.call(op, Duration::from_secs(20)).await
+                {
+                    acked.push((format!("c{w}-{i}"), granted_id(&r).expect("cap is far")));
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let old = cluster.leader(Duration::from_secs(5)).await;
+    cluster.kill(old).await;
+    let mut acked = Vec::new();
+    for worker in workers {
+        acked.extend(worker.await.expect("worker"));
+    }
+    assert!(
+        acked.len() >= 600,
+        "most calls are acknowledged ({})",
+        acked.len()
+    );
+    let mut ids: Vec<u64> = acked.iter().map(|a| a.1).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), acked.len(), "no two requests share a hold");
+    for (id, reservation) in acked.iter().step_by(16) {
+        let again = reserve(&client, &reserve_request(id, 7))
+            .await
+            .expect("retry");
+        assert!(again.duplicate, "{id} is remembered");
+        assert_eq!(granted_id(&again), Some(*reservation));
+    }
+    let held = held_at_root(&client).await;
+    assert!(
+        held >= 7 * acked.len() as u64 && held <= 7 * 640,
+        "held {held}"
+    );
+    cluster.converged(Duration::from_secs(10)).await;
+}

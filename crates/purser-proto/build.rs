@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
-const FILES: [&str; 4] = [
+const FILES: [&str; 5] = [
     "purser/v1/types.proto",
     "purser/v1/budget.proto",
     "purser/v1/admin.proto",
     "purser/v1/cluster.proto",
+    "purser/v1/meter.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -32,6 +32,7 @@ macro_rules! rpc {
 mod admin;
 mod budget;
 mod cluster;
+mod meter;
 mod output;
 mod parse;
 mod server;
@@ -108,6 +109,9 @@ enum Command {
     Charge(budget::ChargeArgs),
     /// A node's status, balances, limits, grants and open holds.
     Show(budget::ShowArgs),
+    /// Stream usage, monetization, balance and governance events as JSON lines, resuming
+    /// across disconnects and leader changes without gaps or duplicates.
+    Watch(meter::WatchArgs),
 }
 
 /// What a command that did not fail ended with.
@@ -309,6 +313,7 @@ fn run_client(cli: Cli) -> Result<Done, CliError> {
             Command::Release(a) => budget::release(&ctx, a).await,
             Command::Charge(a) => budget::charge(&ctx, a).await,
             Command::Show(a) => budget::show(&ctx, a).await,
+            Command::Watch(a) => meter::watch(&ctx, a).await,
             Command::Dev(_) | Command::Serve(_) => unreachable!("server commands run apart"),
         }
     })

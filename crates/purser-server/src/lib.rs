@@ -1,5 +1,6 @@
 //! purser-server: the replicated Purser service.
 
+pub mod meter;
 pub mod network;
 pub mod node;
 pub mod raft_service;

@@ -84,7 +84,10 @@ impl Server {
             .add_service(
                 pb::cluster_server::ClusterServer::new(services)
                     .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
-            );
+            )
+            .add_service(pb::meter_server::MeterServer::new(
+                crate::meter::MeterService::new(node.clone()),
+            ));
         let incoming = incoming(listener);
         let task = tokio::spawn(async move {
             let shutdown = async {

@@ -1,5 +1,7 @@
-//! Durable storage for one node: a RocksDB database with three column families — the Raft log,
-//! Raft metadata (vote, committed id, last purged id) and the state machine's snapshot.
+//! Durable storage for one node: a RocksDB database with four column families — the Raft log,
+//! Raft metadata (vote, committed id, last purged id), the state machine's snapshot, the
+//! event stream that apply emits (dense indices, the same on every member) and the hourly
+//! rollups that usage events are folded into.
 //!
 //! Durability: log appends are written to RocksDB's WAL and then fsynced by one flusher
 //! thread, which acknowledges flushes to openraft strictly in order and shares one fsync among
@@ -8,6 +10,7 @@
 //! `paranoid_checks` makes a damaged file refuse to open instead of being served.
 
 mod log;
+pub mod rollup;
 mod sm;
 
 use std::path::Path;
@@ -16,15 +19,18 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
 pub use log::LogStore;
-pub use sm::{StateMachineStore, StoredSnapshot};
+pub use sm::{EventRecord, EventsError, StateMachineStore, StoredSnapshot, EVENTS_KEPT};
 
 pub(crate) const CF_LOG: &str = "log";
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_SM: &str = "sm";
+pub(crate) const CF_EVENTS: &str = "events";
+pub(crate) const CF_ROLLUPS: &str = "rollups";
 
 /// Written at creation and checked on every open, before anything else is read.
 const FORMAT_KEY: &[u8] = b"format";
-const FORMAT: &[u8] = b"purser-store-v1";
+/// v2: the `events` and `rollups` column families; event counter and rollups in snapshots.
+const FORMAT: &[u8] = b"purser-store-v2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -43,6 +49,8 @@ pub enum OpenError {
     Corrupt { path: String, why: String },
 }
 
+pub use rollup::{RollupKey, Totals};
+
 /// Opens (or creates) the node's database.
 pub fn open_db(path: &Path) -> Result<Arc<DB>, OpenError> {
     let shown = path.display().to_string();
@@ -53,7 +61,7 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>, OpenError> {
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
     // Raft needs the WAL: never let RocksDB recycle or skip it.
     options.set_manual_wal_flush(false);
-    let cfs = [CF_LOG, CF_META, CF_SM].map(|name| {
+    let cfs = [CF_LOG, CF_META, CF_SM, CF_EVENTS, CF_ROLLUPS].map(|name| {
         let mut cf = Options::default();
         cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
         ColumnFamilyDescriptor::new(name, cf)

@@ -9,11 +9,13 @@ use std::time::Instant;
 use futures_util::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use purser_core::State;
-use rocksdb::{WriteOptions, DB};
+use purser_core::{Event, State};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
-use super::{decode, encode, rocks, CF_SM};
+use super::rollup::{self, RollupKey, Totals};
+use super::{decode, encode, rocks, CF_EVENTS, CF_SM};
 use crate::metrics::Metrics;
 use crate::types::{
     Batch, BatchResponse, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
@@ -21,18 +23,49 @@ use crate::types::{
 
 const SNAPSHOT: &[u8] = b"snapshot";
 
-/// A snapshot at rest and on the wire: Raft's metadata and the state machine's own encoding
-/// (which carries its own format version and checksum).
+/// Events kept per member; older ones are deleted when a snapshot is built (a watcher that
+/// falls further behind is told so and restarts from what is kept).
+pub const EVENTS_KEPT: u64 = 10_000_000;
+
+/// A snapshot at rest and on the wire: Raft's metadata, the state machine's own encoding
+/// (which carries its own format version and checksum), and the index the next event gets.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StoredSnapshot {
     pub meta: SnapshotMeta,
     pub state: Vec<u8>,
+    pub next_event: u64,
+    /// The rollups folded up to `rollup_cursor` (≥ `next_event`), so that a member joining
+    /// through this snapshot reports exactly what the others do.
+    pub rollups: Vec<(RollupKey, Totals)>,
+    pub rollup_cursor: u64,
+}
+
+/// One event of the stream: its index (dense, from 1, the same on every member because every
+/// member applies the same log), the log entry that emitted it and that entry's timestamp.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub index: u64,
+    pub log_index: u64,
+    pub at_ms: u64,
+    pub event: Event,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    /// This member does not keep the requested event: it was pruned, or the member joined
+    /// through a snapshot taken after it.
+    #[error("event {wanted} is not kept on this member; the oldest kept here is {oldest}")]
+    NotKept { wanted: u64, oldest: u64 },
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
 pub(crate) struct Applied {
     pub state: State,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
+    /// The index the next event gets.
+    pub next_event: u64,
 }
 
 /// Cloned into snapshot builders and read paths; every clone sees the same state.
@@ -41,6 +74,10 @@ pub struct StateMachineStore {
     inner: Arc<Mutex<Applied>>,
     db: Arc<DB>,
     metrics: Arc<Metrics>,
+    /// The index of the last event written, for watchers waiting for more.
+    events_written: Arc<watch::Sender<u64>>,
+    /// One fold at a time: folding reads, adds to and rewrites rollup rows.
+    folding: Arc<Mutex<()>>,
 }
 
 impl StateMachineStore {
@@ -53,6 +90,7 @@ impl StateMachineStore {
                 state: State::new(),
                 last_applied: None,
                 membership: StoredMembership::default(),
+                next_event: 1,
             },
             Some(bytes) => {
                 let stored: StoredSnapshot = decode(&bytes)?;
@@ -62,14 +100,22 @@ impl StateMachineStore {
                     state,
                     last_applied: stored.meta.last_log_id,
                     membership: stored.meta.last_membership,
+                    next_event: stored.next_event,
                 }
             }
         };
+        let (events_written, _) = watch::channel(applied.next_event - 1);
         Ok(StateMachineStore {
             inner: Arc::new(Mutex::new(applied)),
             db,
             metrics,
+            events_written: Arc::new(events_written),
+            folding: Arc::new(Mutex::new(())),
         })
+    }
+
+    fn cf_events(&self) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(CF_EVENTS).expect("column family exists")
     }
 
     /// Runs a read-only function on the applied state.
@@ -78,12 +124,75 @@ impl StateMachineStore {
         f(&applied.state, applied.last_applied)
     }
 
+    /// Up to `max` events from index `from` on, in order, as far as this member has applied.
+    pub fn events_from(&self, from: u64, max: usize) -> Result<Vec<EventRecord>, EventsError> {
+        let from = from.max(1);
+        let cf = self.db.cf_handle(CF_EVENTS).expect("column family exists");
+        let iter = self.db.iterator_cf(
+            cf,
+            IteratorMode::From(&from.to_be_bytes(), Direction::Forward),
+        );
+        let mut records = Vec::new();
+        for item in iter.take(max) {
+            let (_, value) = item.map_err(rocks)?;
+            let record: EventRecord = decode(&value)?;
+            if records.is_empty() && record.index != from {
+                return Err(EventsError::NotKept {
+                    wanted: from,
+                    oldest: record.index,
+                });
+            }
+            records.push(record);
+        }
+        if records.is_empty() && from < *self.events_written.borrow() {
+            return Err(EventsError::NotKept {
+                wanted: from,
+                oldest: *self.events_written.borrow() + 1,
+            });
+        }
+        Ok(records)
+    }
+
+    /// Folds every event written so far into the rollups (off the request path: the
+    /// server calls it in the background and before a report); returns the new cursor.
+    pub fn compact(&self) -> io::Result<u64> {
+        let _one = self.folding.lock().expect("fold lock");
+        let until = *self.events_written.borrow() + 1;
+        rollup::fold(&self.db, until)
+    }
+
+    /// Rollup rows whose hour starts in `from_ms..to_ms`, after folding everything applied.
+    pub fn rollups(&self, from_ms: u64, to_ms: u64) -> io::Result<Vec<(RollupKey, Totals)>> {
+        self.compact()?;
+        rollup::rows(&self.db, from_ms, to_ms)
+    }
+
+    /// The index of the last event this member has written; it changes as entries apply.
+    pub fn events_written(&self) -> watch::Receiver<u64> {
+        self.events_written.subscribe()
+    }
+
     fn persist(&self, stored: &StoredSnapshot) -> io::Result<()> {
         let cf = self.db.cf_handle(CF_SM).expect("column family exists");
         let mut write = WriteOptions::default();
         write.set_sync(true);
         self.db
             .put_cf_opt(cf, SNAPSHOT, encode(stored)?, &write)
+            .map_err(rocks)
+    }
+}
+
+impl StateMachineStore {
+    /// Deletes events older than the newest `EVENTS_KEPT` that are folded into the rollups
+    /// (not synced: losing the deletion only keeps them a little longer).
+    fn prune_events(&self, next_event: u64, folded: u64) -> io::Result<()> {
+        // Never an event the rollups have not taken yet.
+        let keep_from = next_event
+            .saturating_sub(EVENTS_KEPT)
+            .clamp(1, folded.max(1));
+        let cf = self.db.cf_handle(CF_EVENTS).expect("column family exists");
+        self.db
+            .delete_range_cf(cf, 0u64.to_be_bytes(), keep_from.to_be_bytes())
             .map_err(rocks)
     }
 }
@@ -101,9 +210,19 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                     last_membership: applied.membership.clone(),
                 },
                 state: applied.state.snapshot(),
+                next_event: applied.next_event,
+                rollups: Vec::new(),
+                rollup_cursor: 0,
             }
         };
+        let mut stored = stored;
+        {
+            let _one = self.folding.lock().expect("fold lock");
+            rollup::fold(&self.db, stored.next_event)?;
+            (stored.rollups, stored.rollup_cursor) = rollup::export(&self.db)?;
+        }
         self.persist(&stored)?;
+        self.prune_events(stored.next_event, stored.rollup_cursor)?;
         let data = encode(&stored)?;
         Ok(Snapshot {
             meta: stored.meta,
@@ -127,26 +246,55 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         while let Some((entry, responder)) = entries.try_next().await? {
             let started = Instant::now();
+            let mut events = WriteBatch::default();
             let response = {
                 let mut applied = self.inner.lock().expect("state machine lock");
                 applied.last_applied = Some(entry.log_id);
-                match entry.payload {
+                let response = match entry.payload {
                     EntryPayload::Blank => BatchResponse {
                         results: Vec::new(),
                     },
-                    EntryPayload::Normal(Batch { at_ms, commands }) => BatchResponse {
-                        results: commands
-                            .into_iter()
-                            .map(|c| applied.state.apply(at_ms, c))
-                            .collect(),
-                    },
+                    EntryPayload::Normal(Batch { at_ms, commands }) => {
+                        let mut results = Vec::with_capacity(commands.len());
+                        for command in commands {
+                            let result = applied.state.apply(at_ms, command);
+                            if let Ok(done) = &result {
+                                for event in &done.events {
+                                    let record = EventRecord {
+                                        index: applied.next_event,
+                                        log_index: entry.log_id.index,
+                                        at_ms,
+                                        event: event.clone(),
+                                    };
+                                    events.put_cf(
+                                        self.cf_events(),
+                                        record.index.to_be_bytes(),
+                                        encode(&record)?,
+                                    );
+                                    applied.next_event += 1;
+                                }
+                            }
+                            results.push(result);
+                        }
+                        BatchResponse { results }
+                    }
                     EntryPayload::Membership(membership) => {
                         applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                         BatchResponse {
                             results: Vec::new(),
                         }
                     }
+                };
+                if !events.is_empty() {
+                    // Written before the lock is released, so that a snapshot taken at this
+                    // point finds every event before its `next_event` in storage. Not synced:
+                    // the log is the durable source; a crash that loses these writes
+                    // re-applies the same entries and writes the same events at the same
+                    // indices, and the next log fsync (same WAL) makes them durable.
+                    self.db.write(events).map_err(rocks)?;
+                    self.events_written.send_replace(applied.next_event - 1);
                 }
+                response
             };
             self.metrics
                 .apply_entry_us
@@ -170,9 +318,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let stored: StoredSnapshot = decode(snapshot.get_ref())?;
         let state = State::restore(&stored.state)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        {
+            let _one = self.folding.lock().expect("fold lock");
+            rollup::import(&self.db, &stored.rollups, stored.rollup_cursor)?;
+        }
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            state: stored.state,
+            ..stored
         };
         self.persist(&stored)?;
         let mut applied = self.inner.lock().expect("state machine lock");
@@ -180,7 +332,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             state,
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
+            next_event: stored.next_event,
         };
+        drop(applied);
+        // Events before the snapshot that this member never applied stay missing here: a
+        // watcher asking for them is told they are not kept (`EventsError::NotKept`).
+        self.events_written.send_replace(stored.next_event - 1);
         Ok(())
     }
 

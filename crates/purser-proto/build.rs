@@ -3,12 +3,14 @@
 
 use std::path::PathBuf;
 
-const FILES: [&str; 5] = [
+const FILES: [&str; 7] = [
     "purser/v1/types.proto",
     "purser/v1/budget.proto",
     "purser/v1/admin.proto",
     "purser/v1/cluster.proto",
     "purser/v1/meter.proto",
+    "purser/v1/report.proto",
+    "purser/v1/webhook.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -35,7 +35,9 @@ mod cluster;
 mod meter;
 mod output;
 mod parse;
+mod report;
 mod server;
+mod webhook;
 
 use output::Format;
 
@@ -112,6 +114,14 @@ enum Command {
     /// Stream usage, monetization, balance and governance events as JSON lines, resuming
     /// across disconnects and leader changes without gaps or duplicates.
     Watch(meter::WatchArgs),
+    /// A root's webhooks: add, list, remove, test (signed POSTs of its events).
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
+    /// Where the money went: usage grouped by hour, day, node, user, model, tag, provider or
+    /// credential type, as a table, CSV or JSON.
+    Report(report::ReportArgs),
+    /// Live spend per window against each limit of a node, with a bar.
+    Usage(report::UsageArgs),
 }
 
 /// What a command that did not fail ended with.
@@ -314,6 +324,9 @@ fn run_client(cli: Cli) -> Result<Done, CliError> {
             Command::Charge(a) => budget::charge(&ctx, a).await,
             Command::Show(a) => budget::show(&ctx, a).await,
             Command::Watch(a) => meter::watch(&ctx, a).await,
+            Command::Webhook(c) => webhook::run(&ctx, c).await,
+            Command::Report(a) => report::report(&ctx, a).await,
+            Command::Usage(a) => report::usage(&ctx, a).await,
             Command::Dev(_) | Command::Serve(_) => unreachable!("server commands run apart"),
         }
     })

@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// (default: --listen). Needed when --listen is 0.0.0.0 or behind NAT.
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// Serve `GET /v1/report` (CSV or JSON) over plain HTTP here (default: not at all).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http_listen: Option<String>,
     /// Serve linearizable reads and denials under the leader's lease, without a quorum round
     /// trip. Assumes the members' clocks run at the same rate (docs/architecture.md); an
     /// expired lease falls back to a read index.
@@ -92,6 +95,10 @@ pub async fn dev(a: DevArgs) -> Result<(), CliError> {
     };
     let mut config = dev_config(a.data_dir.clone(), client);
     config.node.peer_listen = peer;
+    if listen.port() == 0 {
+        // Free ports everywhere: the HTTP endpoint takes one too (printed below).
+        config.http_listen = Some(SocketAddr::new(listen.ip(), 0));
+    }
     config.node.lease_reads = a.lease_reads;
     let server = Server::start(config)
         .await
@@ -108,8 +115,11 @@ pub async fn dev(a: DevArgs) -> Result<(), CliError> {
             a.data_dir.display()
         );
     }
+    let http = server.http_addr.map_or(String::new(), |a| {
+        format!(", reports on http://{a}/v1/report")
+    });
     eprintln!(
-        "purser dev: listening on {} (peers {}, data {}); Ctrl-C stops",
+        "purser dev: listening on {} (peers {}{http}, data {}); Ctrl-C stops",
         server.client_addr,
         server.node.peer_addr(),
         a.data_dir.display()
@@ -157,10 +167,15 @@ pub async fn serve(a: ServeArgs) -> Result<(), CliError> {
     };
     let mut node = NodeConfig::new(id, data_dir.clone(), peer, advertise);
     node.lease_reads = a.lease_reads;
+    let http_listen = match a.http_listen {
+        Some(text) => Some(socket_addr(&text, "--http-listen")?),
+        None => None,
+    };
     let config = ServeConfig {
         node,
         client_listen: listen,
         bootstrap_single: false,
+        http_listen,
     };
     let server = Server::start(config)
         .await

@@ -357,3 +357,119 @@ fn a_budget_from_creation_to_denial_commit_release_and_restart() {
     dev.terminate();
     eprintln!("end to end in {:?}", started.elapsed());
 }
+
+/// The meter from the command line: charges show up in `watch` (resumable by index), in
+/// `report` as a table, CSV and JSON with exact totals, and in `usage` with a bar.
+#[test]
+fn watch_report_and_usage_show_where_the_money_went() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path(), "dev");
+    dev.json(
+        0,
+        &[
+            "node",
+            "create",
+            "acme",
+            "--currency",
+            "usd:6",
+            "--no-default-cap",
+        ],
+    );
+    dev.json(0, &["node", "create", "acme/ml", "--kind", "team"]);
+    dev.json(
+        0,
+        &[
+            "limit",
+            "set",
+            "acme/ml",
+            "--currency",
+            "usd",
+            "--amount",
+            "10",
+            "--window",
+            "month",
+        ],
+    );
+    for (amount, model) in [("1.5", "gpt-5"), ("0.25", "claude"), ("2", "gpt-5")] {
+        let attr = format!("model={model}");
+        dev.json(
+            0,
+            &[
+                "charge",
+                "acme/ml",
+                "--currency",
+                "usd",
+                "--amount",
+                amount,
+                "--attr",
+                &attr,
+            ],
+        );
+    }
+
+    let watched = dev.run(&["watch", "--kind", "usage", "--limit", "3"]);
+    assert_eq!(watched.code, 0, "{watched:?}");
+    let events: Vec<Value> = watched
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e["kind"] == "usage"));
+    let amounts: Vec<u64> = events
+        .iter()
+        .map(|e| e["event"]["amount"].as_u64().unwrap())
+        .collect();
+    assert_eq!(amounts, [1_500_000, 250_000, 2_000_000]);
+    // Resuming after the second usage event gives exactly the third.
+    let from = (events[1]["index"].as_u64().unwrap() + 1).to_string();
+    let rest = dev.run(&["watch", "--kind", "usage", "--from", &from, "--limit", "1"]);
+    let third: Value = serde_json::from_str(rest.stdout.trim()).unwrap();
+    assert_eq!(third["index"], events[2]["index"]);
+
+    let report = dev.json(
+        0,
+        &["report", "--from", "2020-01-01", "--group-by", "model"],
+    );
+    let rows = report["rows"].as_array().unwrap();
+    let cost = |model: &str| {
+        rows.iter()
+            .find(|r| r["model"] == model)
+            .map(|r| (r["requests"].as_u64().unwrap(), r["cost"].as_u64().unwrap()))
+    };
+    assert_eq!(cost("gpt-5"), Some((2, 3_500_000)));
+    assert_eq!(cost("claude"), Some((1, 250_000)));
+    let csv = dev.run(&[
+        "report",
+        "--from",
+        "2020-01-01",
+        "--group-by",
+        "model",
+        "--format",
+        "csv",
+    ]);
+    assert!(
+        csv.stdout.starts_with("model,currency,requests,"),
+        "{csv:?}"
+    );
+    assert_eq!(csv.stdout.lines().count(), 3, "{csv:?}");
+    let table = dev.run(&["report", "--from", "2020-01-01", "--group-by", "model"]);
+    assert!(
+        table.stdout.contains("MODEL") && table.stdout.contains("3500000"),
+        "{table:?}"
+    );
+    assert_error(
+        &dev.run(&["report", "--from", "2020-01-01", "--group-by", "color"]),
+        "cannot group by",
+    );
+
+    let usage = dev.run(&["usage", "acme/ml"]);
+    assert_eq!(usage.code, 0, "{usage:?}");
+    assert!(usage.stdout.contains("3.75"), "{usage:?}");
+    assert!(
+        usage.stdout.contains("[#######.............] 37%"),
+        "{usage:?}"
+    );
+    let usage = dev.json(0, &["usage", "acme/ml"]);
+    assert_eq!(usage["limits"][0]["spent"], "3.75");
+}

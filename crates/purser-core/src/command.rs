@@ -39,7 +39,8 @@ pub struct RequestMeta {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Command {
-    /// `None` only for system commands ([`Op::Tick`]) issued by the leader.
+    /// `None` only for system commands ([`Op::Tick`], [`Op::WebhookDelivered`]) issued by
+    /// the leader.
     pub request: Option<RequestMeta>,
     pub op: Op,
 }
@@ -171,6 +172,24 @@ pub enum Op {
     SetConfig(ConfigPatch),
     /// Leader-issued: expire holds past their TTL, expire and renew grants that are due.
     Tick,
+    /// Subscribe a root's events of `kinds` (`usage`, `monetization`, `balance`,
+    /// `governance`, `governance.<kind>`) to POSTs to `url` (`http://host:port/path`), signed
+    /// with `secret`. Answers [`crate::Outcome::WebhookAdded`].
+    AddWebhook {
+        root: NodeRef,
+        url: String,
+        secret: String,
+        kinds: Vec<String>,
+    },
+    RemoveWebhook {
+        id: u64,
+    },
+    /// Leader-issued (no request id): every event up to `through_index` was delivered to the
+    /// webhook (or did not match it). Monotonic: a lower index changes nothing.
+    WebhookDelivered {
+        id: u64,
+        through_index: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

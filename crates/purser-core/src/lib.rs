@@ -23,6 +23,7 @@ mod state;
 pub mod time;
 mod tree;
 mod validate;
+pub mod webhook;
 mod window;
 
 pub use command::*;

@@ -21,6 +21,9 @@ pub enum Outcome {
     GrantAdded {
         grant_id: u64,
     },
+    WebhookAdded {
+        webhook_id: u64,
+    },
     /// An admin command took effect.
     Done,
     Reserved(Reservation),
@@ -48,6 +51,9 @@ pub enum Recorded {
     },
     GrantAdded {
         grant_id: u64,
+    },
+    WebhookAdded {
+        webhook_id: u64,
     },
     Done,
     Reserved {
@@ -244,4 +250,17 @@ pub struct HoldView {
     pub expires_at_ms: u64,
     pub plan: Vec<FundingPart>,
     pub attrs: Attributes,
+}
+
+/// A webhook subscription. `secret` is what the delivering leader signs with: services that
+/// list subscriptions leave it out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookView {
+    pub id: u64,
+    pub root: u64,
+    pub url: String,
+    pub secret: String,
+    pub kinds: Vec<String>,
+    /// Every event with an index at or below this was delivered (or did not match).
+    pub delivered_through: u64,
 }

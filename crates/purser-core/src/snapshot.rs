@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::hash::{fingerprint128, fingerprint64};
 use crate::state::{Config, Dedup, DedupEntry, Expired, Grant, Hold, Node, Root, State};
+use crate::webhook::Webhook;
 
 const MAGIC: &[u8; 8] = b"PURSERSM";
 /// Bumped on any change to the encoding; `restore` refuses versions it does not know.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// 2: webhook subscriptions, their cursors and the count of events emitted.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
 /// The encoded form, borrowed for encoding; [`Image`] is the same layout, owned, for decoding.
 #[derive(Serialize)]
@@ -27,6 +29,9 @@ struct ImageRef<'a> {
     next_grant_id: u64,
     next_reservation_id: u64,
     sent_floor_ms: u64,
+    webhooks: Vec<&'a Webhook>,
+    next_webhook_id: u64,
+    events_emitted: u64,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +48,9 @@ struct Image {
     next_grant_id: u64,
     next_reservation_id: u64,
     sent_floor_ms: u64,
+    webhooks: Vec<Webhook>,
+    next_webhook_id: u64,
+    events_emitted: u64,
 }
 
 impl State {
@@ -67,6 +75,9 @@ impl State {
             next_grant_id: self.next_grant_id,
             next_reservation_id: self.next_reservation_id,
             sent_floor_ms: self.sent_floor_ms,
+            webhooks: self.webhooks.values().collect(),
+            next_webhook_id: self.next_webhook_id,
+            events_emitted: self.events_emitted,
         };
         let body = bincode::serde::encode_to_vec(&image, bincode::config::standard())
             .expect("state encodes");
@@ -115,6 +126,9 @@ impl State {
             next_grant_id: image.next_grant_id,
             next_reservation_id: image.next_reservation_id,
             sent_floor_ms: image.sent_floor_ms,
+            webhooks: image.webhooks.into_iter().map(|w| (w.id, w)).collect(),
+            next_webhook_id: image.next_webhook_id,
+            events_emitted: image.events_emitted,
             ..State::default()
         };
         for (id, expired) in image.expired {
@@ -282,6 +296,6 @@ impl State {
                 return Err(format!("a hold plans on missing grant {g}"));
             }
         }
-        Ok(())
+        self.check_webhooks()
     }
 }

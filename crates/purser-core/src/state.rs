@@ -45,6 +45,13 @@ pub mod limits {
     /// Due holds and grants handled by one `Tick`; the rest wait for the next one.
     pub const TICK_ITEMS_MAX: usize = 10_000;
     pub const RATE_PERIOD_MS_MAX: u64 = 366 * crate::time::DAY_MS;
+    pub const WEBHOOKS_PER_ROOT_MAX: usize = 16;
+    pub const WEBHOOKS_MAX: usize = 100_000;
+    /// Event kinds one webhook subscribes to at most (there are 15 distinct ones).
+    pub const WEBHOOK_KINDS_MAX: usize = 16;
+    pub const WEBHOOK_URL_BYTES_MAX: usize = 2048;
+    pub const WEBHOOK_SECRET_BYTES_MIN: usize = 16;
+    pub const WEBHOOK_SECRET_BYTES_MAX: usize = 256;
 }
 
 /// Cluster-wide settings, changed by [`Op::SetConfig`].
@@ -330,6 +337,10 @@ pub struct State {
     /// Requests first sent before this are too old whatever the retention: raising the
     /// retention must not make fresh again a request whose id may already be forgotten.
     pub(crate) sent_floor_ms: u64,
+    pub(crate) webhooks: BTreeMap<u64, crate::webhook::Webhook>,
+    pub(crate) next_webhook_id: u64,
+    /// Events emitted by every command applied so far (the storage numbers them from 1).
+    pub(crate) events_emitted: u64,
     /// Derived indexes, rebuilt on restore.
     pub(crate) hold_due: BTreeSet<(u64, u64)>,
     pub(crate) grant_due: BTreeSet<(u64, u64)>,
@@ -349,6 +360,7 @@ impl State {
         State {
             next_grant_id: 1,
             next_reservation_id: 1,
+            next_webhook_id: 1,
             ..Default::default()
         }
     }
@@ -373,12 +385,13 @@ impl State {
     pub fn apply(&mut self, at_ms: u64, command: Command) -> Result<Applied> {
         let now_ms = self.now_ms.max(at_ms);
         let Command { request, op } = command;
+        let system = matches!(op, Op::Tick | Op::WebhookDelivered { .. });
         let request_key = match (&request, &op) {
-            (None, Op::Tick) => None,
+            (None, _) if system => None,
             (None, _) => return Err(Error::invalid("a client command needs a request id")),
-            (Some(_), Op::Tick) => {
+            (Some(_), _) if system => {
                 return Err(Error::invalid(
-                    "tick is a system command and takes no request id",
+                    "tick and webhook-delivered are system commands and take no request id",
                 ))
             }
             (Some(meta), _) => {
@@ -423,6 +436,7 @@ impl State {
         };
         let outcome = self.dispatch(&mut ctx, op)?;
         self.advance(now_ms);
+        self.events_emitted += ctx.events.len() as u64;
         if let (Some((key, payload)), Some(recorded)) = (request_key, recorded(&outcome)) {
             self.record(key, payload, recorded);
         }
@@ -507,6 +521,14 @@ impl State {
             Op::Charge(charge) => self.charge(ctx, charge),
             Op::SetConfig(patch) => self.set_config(ctx.now_ms, patch),
             Op::Tick => Ok(self.tick(ctx)),
+            Op::AddWebhook {
+                root,
+                url,
+                secret,
+                kinds,
+            } => self.add_webhook(&root, url, secret, kinds),
+            Op::RemoveWebhook { id } => self.remove_webhook(id),
+            Op::WebhookDelivered { id, through_index } => self.webhook_delivered(id, through_index),
         }
     }
 
@@ -704,6 +726,9 @@ fn recorded(outcome: &Outcome) -> Option<Recorded> {
         Outcome::NodeCreated { node_id } => Recorded::NodeCreated { node_id: *node_id },
         Outcome::GrantAdded { grant_id } => Recorded::GrantAdded {
             grant_id: *grant_id,
+        },
+        Outcome::WebhookAdded { webhook_id } => Recorded::WebhookAdded {
+            webhook_id: *webhook_id,
         },
         Outcome::Done => Recorded::Done,
         Outcome::Reserved(r) => Recorded::Reserved {

@@ -1287,6 +1287,61 @@ fn cases(f: &Fixture) -> Vec<Case> {
         NotFound,
         "price",
     );
+    let hook = |root: u64, url: &str, secret: &str, kinds: &[&str]| Op::AddWebhook {
+        root: root.into(),
+        url: url.into(),
+        secret: secret.into(),
+        kinds: kinds.iter().map(|k| k.to_string()).collect(),
+    };
+    let (url, secret) = ("http://127.0.0.1:9/h", "0123456789abcdef");
+    case(
+        "webhook on a non-root",
+        hook(team, url, secret, &["usage"]),
+        InvalidArgument,
+        "root",
+    );
+    case(
+        "webhook on a missing root",
+        hook(999_999, url, secret, &["usage"]),
+        NotFound,
+        "999999",
+    );
+    case(
+        "webhook over https",
+        hook(acme, "https://example.com:443/h", secret, &["usage"]),
+        InvalidArgument,
+        "https is not supported yet",
+    );
+    case(
+        "webhook url without a port",
+        hook(acme, "http://example.com/h", secret, &["usage"]),
+        InvalidArgument,
+        "port",
+    );
+    case(
+        "webhook secret too short",
+        hook(acme, url, "short", &["usage"]),
+        InvalidArgument,
+        "secret",
+    );
+    case(
+        "webhook with an unknown kind",
+        hook(acme, url, secret, &["governance.spent"]),
+        InvalidArgument,
+        "unknown event kind",
+    );
+    case(
+        "webhook without kinds",
+        hook(acme, url, secret, &[]),
+        InvalidArgument,
+        "event kinds",
+    );
+    case(
+        "remove a missing webhook",
+        Op::RemoveWebhook { id: 7 },
+        NotFound,
+        "webhook 7",
+    );
     case(
         "settle tokens without a price",
         settle_tokens("nope", 1),
@@ -1597,6 +1652,31 @@ fn cases(f: &Fixture) -> Vec<Case> {
         Command::new("tick", at, Op::Tick),
         InvalidArgument,
         "system command",
+    );
+    raw(
+        "webhook-delivered with a request id",
+        Command::new(
+            "delivered",
+            at,
+            Op::WebhookDelivered {
+                id: 1,
+                through_index: 1,
+            },
+        ),
+        InvalidArgument,
+        "system command",
+    );
+    raw(
+        "webhook-delivered for a missing webhook",
+        Command {
+            request: None,
+            op: Op::WebhookDelivered {
+                id: 1,
+                through_index: 1,
+            },
+        },
+        NotFound,
+        "webhook 1",
     );
     raw(
         "request older than the retention",

@@ -23,3 +23,5 @@ mod reserve;
 mod role;
 #[path = "rules/tree.rs"]
 mod tree;
+#[path = "rules/webhook.rs"]
+mod webhook;

@@ -1119,6 +1119,9 @@ impl From<Recorded> for pb::Recorded {
                     amount,
                 }),
                 Recorded::Charged { charged } => rec::Kind::Charged(rec::Charged { charged }),
+                Recorded::WebhookAdded { webhook_id } => {
+                    rec::Kind::WebhookAdded(rec::WebhookAdded { webhook_id })
+                }
             }),
         }
     }

@@ -7,6 +7,8 @@
 //! exactly one place, [`status_from_error`].
 
 pub mod convert;
+pub mod report;
+pub mod webhook;
 
 /// The generated messages, clients and servers of package `purser.v1`.
 pub mod pb {

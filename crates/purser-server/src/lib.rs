@@ -1,11 +1,15 @@
 //! purser-server: the replicated Purser service.
 
+pub mod http;
 pub mod meter;
 pub mod network;
 pub mod node;
 pub mod raft_service;
+pub mod report;
 pub mod serve;
 pub mod services;
+pub mod webhook;
+pub mod webhook_service;
 /// Storage and the Raft type configuration live in `purser-storage`.
 pub use purser_storage::{metrics, store, types};
 

@@ -30,6 +30,8 @@ pub const BATCH_BYTES_MAX: usize = 1 << 20;
 /// Log entries proposed and not yet answered at most; while they are in flight, new commands
 /// queue up and form the next batch (the linger adapts to load without a timer).
 pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
+/// How often usage is folded into rollups in the background.
+const COMPACT_EVERY: Duration = Duration::from_secs(1);
 /// Commands waiting for a batch at most; beyond it writes are refused as overloaded.
 pub const WRITE_QUEUE_MAX: usize = 65_536;
 
@@ -207,12 +209,18 @@ impl PurserNode {
             tasks: std::sync::Mutex::new(tasks),
             peer_shutdown: std::sync::Mutex::new(Some(peer_shutdown)),
         });
+        node.tasks
+            .lock()
+            .expect("task list")
+            .push(tokio::spawn(compactor(Arc::downgrade(&node))));
         // The ticker holds a weak handle, so that it never keeps a dropped node alive.
         let ticker = tokio::spawn(ticker(
             Arc::downgrade(&node),
             Duration::from_millis(config.tick_ms),
         ));
         node.tasks.lock().expect("task list").push(ticker);
+        let webhooks = tokio::spawn(crate::webhook::deliverer(Arc::downgrade(&node)));
+        node.tasks.lock().expect("task list").push(webhooks);
         Ok(node)
     }
 
@@ -465,6 +473,24 @@ fn answer(
             for reply in replies {
                 let _ = reply.send(Err(error.clone()));
             }
+        }
+    }
+}
+
+/// Folds applied usage into the rollups every second, off the request path, on every member
+/// (each has the same stream, so the same rollups).
+async fn compactor(node: std::sync::Weak<PurserNode>) {
+    let mut interval = tokio::time::interval(COMPACT_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(sm) = node.upgrade().map(|n| n.sm.clone()) else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || sm.compact()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("folding usage into rollups: {e}"),
+            Err(e) => tracing::warn!("the compactor task failed: {e}"),
         }
     }
 }

@@ -27,12 +27,16 @@ pub struct ServeConfig {
     /// Initialize a single-member cluster of this node if the data directory is new
     /// (`purser dev`).
     pub bootstrap_single: bool,
+    /// Where the plain HTTP report endpoint (`GET /v1/report`) listens, if anywhere.
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// A running member; dropping it does not stop it, [`Server::stop`] does.
 pub struct Server {
     pub node: Arc<PurserNode>,
     pub client_addr: SocketAddr,
+    /// The HTTP report endpoint, when one was asked for.
+    pub http_addr: Option<SocketAddr>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -87,7 +91,24 @@ impl Server {
             )
             .add_service(pb::meter_server::MeterServer::new(
                 crate::meter::MeterService::new(node.clone()),
+            ))
+            .add_service(crate::webhook_service::WebhookService::server(node.clone()))
+            .add_service(pb::reports_server::ReportsServer::new(
+                crate::report::ReportService::new(node.clone()),
             ));
+        let (http_addr, http_task) = match config.http_listen {
+            None => (None, None),
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Listen { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| StartError::Listen { addr, source })?;
+                let task = tokio::spawn(crate::http::serve(listener, node.clone()));
+                (Some(bound), Some(task))
+            }
+        };
         let incoming = incoming(listener);
         let task = tokio::spawn(async move {
             let shutdown = async {
@@ -100,11 +121,15 @@ impl Server {
                 tracing::error!("client server stopped: {e}");
             }
             health_task.abort();
+            if let Some(http) = http_task {
+                http.abort();
+            }
         });
         tracing::info!(id = node.id, client = %client_addr, peer = %node.peer_addr(), "purser member serving");
         Ok(Server {
             node,
             client_addr,
+            http_addr,
             stop,
             task,
         })
@@ -168,5 +193,6 @@ pub fn dev_config(data_dir: PathBuf, client_listen: SocketAddr) -> ServeConfig {
         node: NodeConfig::new(1, data_dir, peer_listen, client_listen.to_string()),
         client_listen,
         bootstrap_single: true,
+        http_listen: Some(crate::http::default_addr(client_listen)),
     }
 }

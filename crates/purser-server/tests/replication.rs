@@ -44,6 +44,7 @@ fn member_config(dir: &std::path::Path, id: u64, tune: &dyn Fn(&mut NodeConfig))
         node,
         client_listen: client,
         bootstrap_single: false,
+        http_listen: Some("127.0.0.1:0".parse().expect("addr")),
     }
 }
 
@@ -869,10 +870,9 @@ async fn coalesced_calls_survive_the_leaders_loss() {
     cluster.converged(Duration::from_secs(10)).await;
 }
 
-/// Reads `count` events from member `id` starting at `from`.
-async fn watch_events(cluster: &Cluster, id: u64, from: u64, count: usize) -> Vec<pb::WatchEvent> {
-    let client = cluster.client_of(id, Duration::from_secs(5));
-    let mut stream = client
+async fn open_watch(cluster: &Cluster, id: u64, from: u64) -> tonic::Streaming<pb::WatchEvent> {
+    cluster
+        .client_of(id, Duration::from_secs(5))
         .call(|c| async move {
             pb::meter_client::MeterClient::new(c)
                 .watch(pb::WatchRequest {
@@ -883,7 +883,12 @@ async fn watch_events(cluster: &Cluster, id: u64, from: u64, count: usize) -> Ve
                 .await
         })
         .await
-        .expect("watch");
+        .expect("watch")
+}
+
+/// Reads `count` events from member `id` starting at `from`.
+async fn watch_events(cluster: &Cluster, id: u64, from: u64, count: usize) -> Vec<pb::WatchEvent> {
+    let mut stream = open_watch(cluster, id, from).await;
     let mut events = Vec::new();
     while events.len() < count {
         let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
@@ -905,6 +910,10 @@ async fn charge(client: &Client, id: &str, amount: i64) {
         actual: Some(pb::charge_request::Actual::Amount(amount)),
         attributes: None,
     };
+    send_charge(client, &request).await;
+}
+
+async fn send_charge(client: &Client, request: &pb::ChargeRequest) {
     client
         .call(|c| {
             let r = request.clone();
@@ -916,19 +925,7 @@ async fn charge(client: &Client, id: &str, amount: i64) {
 
 /// Every event from `from` on that member `id` has, until none comes for a second.
 async fn drain(cluster: &Cluster, id: u64, from: u64) -> Vec<pb::WatchEvent> {
-    let client = cluster.client_of(id, Duration::from_secs(5));
-    let mut stream = client
-        .call(|c| async move {
-            pb::meter_client::MeterClient::new(c)
-                .watch(pb::WatchRequest {
-                    from_index: from,
-                    kinds: vec![],
-                    node: None,
-                })
-                .await
-        })
-        .await
-        .expect("watch");
+    let mut stream = open_watch(cluster, id, from).await;
     let mut events = Vec::new();
     while let Ok(next) = tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
         events.push(next.expect("stream").expect("open"));
@@ -992,4 +989,186 @@ async fn watch_resumes_without_gaps_across_members_and_a_leader_kill() {
     )
     .await;
     assert!(not_yet.is_err(), "a future index waits for its event");
+}
+
+/// Reports group and filter exactly like a brute-force sum over the charges made, over gRPC
+/// and over HTTP, and the CSV parses with a standard CSV reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_group_and_filter_like_a_brute_force_sum() {
+    use std::collections::BTreeMap;
+    let cluster = Cluster::start(1, &|c| c.tick_ms = 3_600_000).await;
+    let client = cluster.client();
+    setup_root(&client, 1_000_000_000).await;
+    let users = ["ann", "bob", "cy"];
+    let models = ["gpt-5", "claude", "llama"];
+    let tags = [
+        vec![],
+        vec![("team", "ml")],
+        vec![("team", "ml"), ("env", "prod")],
+    ];
+    // (user, model, provider, tags, amount)
+    let mut made = Vec::new();
+    let mut seed = 7u64;
+    for i in 0..120 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let user = users[(seed >> 33) as usize % 3];
+        let model = models[(seed >> 40) as usize % 3];
+        let provider = if model == "llama" { "meta" } else { "vendor" };
+        let tag = tags[(seed >> 50) as usize % 3].clone();
+        let amount = 1 + (seed >> 20) as i64 % 1000;
+        let request = pb::ChargeRequest {
+            request_id: format!("r-{i}"),
+            sent_at_ms: purser_client::now_ms(),
+            node: path("acme"),
+            currency: "usd".into(),
+            actual: Some(pb::charge_request::Actual::Amount(amount)),
+            attributes: Some(pb::Attributes {
+                user: Some(user.into()),
+                model: Some(model.into()),
+                provider: Some(provider.into()),
+                credential_type: Some("byok".into()),
+                tags: tag
+                    .iter()
+                    .map(|(k, v)| pb::Tag {
+                        key: (*k).into(),
+                        value: (*v).into(),
+                    })
+                    .collect(),
+            }),
+        };
+        send_charge(&client, &request).await;
+        made.push((user, model, provider, tag, amount as u64));
+    }
+    let report = |group_by: Vec<&str>, filters: pb::ReportFilters| {
+        let request = pb::ReportRequest {
+            from_ms: purser_client::now_ms() - 3_600_000,
+            to_ms: 0,
+            group_by: group_by.into_iter().map(str::to_owned).collect(),
+            filters: Some(filters),
+            allow_stale: false,
+        };
+        let client = &client;
+        async move {
+            client
+                .call(|c| {
+                    let r = request.clone();
+                    async move { pb::reports_client::ReportsClient::new(c).report(r).await }
+                })
+                .await
+                .expect("report")
+                .rows
+        }
+    };
+    // By user and model: each group's requests and cost.
+    let rows = report(vec!["user", "model"], pb::ReportFilters::default()).await;
+    let mut expected: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for (user, model, _, _, amount) in &made {
+        let e = expected
+            .entry(((*user).into(), (*model).into()))
+            .or_default();
+        e.0 += 1;
+        e.1 += amount;
+    }
+    let got: BTreeMap<(String, String), (u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r.user.clone().expect("user"),
+                    r.model.clone().expect("model"),
+                ),
+                (r.requests, r.cost),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    // By tag: a request with two tags counts in both; without tags under "".
+    let rows = report(vec!["tag"], pb::ReportFilters::default()).await;
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, _, _, tags, amount) in &made {
+        if tags.is_empty() {
+            *expected.entry(String::new()).or_default() += amount;
+        }
+        for (k, v) in tags {
+            *expected.entry(format!("{k}={v}")).or_default() += amount;
+        }
+    }
+    let got: BTreeMap<String, u64> = rows
+        .iter()
+        .map(|r| (r.tag.clone().expect("tag"), r.cost))
+        .collect();
+    assert_eq!(got, expected);
+    // Filtered: one provider and one tag, no grouping: a single total.
+    let rows = report(
+        vec![],
+        pb::ReportFilters {
+            provider: Some("vendor".into()),
+            tag: Some("env=prod".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let expected: u64 = made
+        .iter()
+        .filter(|(_, _, p, t, _)| *p == "vendor" && t.contains(&("env", "prod")))
+        .map(|m| m.4)
+        .sum();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].cost, expected);
+    assert_eq!(rows[0].market_cost, expected);
+    let total: u64 = made.iter().map(|m| m.4).sum();
+    let rows = report(vec!["day"], pb::ReportFilters::default()).await;
+    assert_eq!(rows.iter().map(|r| r.cost).sum::<u64>(), total);
+
+    // The same over HTTP, as CSV, read back with a standard CSV reader.
+    let http = cluster.members[&1]
+        .server
+        .as_ref()
+        .expect("running")
+        .http_addr
+        .expect("http endpoint");
+    let from = purser_client::now_ms() - 3_600_000;
+    let body = http_get(
+        http,
+        &format!("/v1/report?from={from}&group_by=user,model&format=csv"),
+    )
+    .await;
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let headers = reader.headers().expect("header").clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).expect(name);
+    let (u, m, c) = (column("user"), column("model"), column("cost"));
+    let mut from_csv: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for record in reader.records() {
+        let record = record.expect("a CSV record");
+        from_csv.insert(
+            (record[u].to_owned(), record[m].to_owned()),
+            record[c].parse().expect("a number"),
+        );
+    }
+    let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (user, model, _, _, amount) in &made {
+        *expected
+            .entry(((*user).into(), (*model).into()))
+            .or_default() += amount;
+    }
+    assert_eq!(from_csv, expected);
+    let bad = http_get(http, &format!("/v1/report?from={from}&group_by=color")).await;
+    assert!(bad.contains("cannot group by"), "{bad}");
+}
+
+async fn http_get(addr: SocketAddr, target: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
 }

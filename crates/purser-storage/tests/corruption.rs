@@ -1,11 +1,13 @@
-//! A damaged stored snapshot stops the member with a clear error instead of being served.
+//! A damaged stored snapshot stops the member with a clear error instead of being served:
+//! the state carries its own checksum, the event counter and rollups beside it carry another.
 
 use openraft::storage::RaftStateMachine;
 use openraft::RaftSnapshotBuilder;
-use purser_storage::store::{open_db, StateMachineStore};
+use purser_storage::store::{encode, open_db, StateMachineStore, StoredSnapshot};
 
-#[tokio::test]
-async fn a_flipped_bit_in_the_stored_snapshot_is_refused() {
+/// Builds a snapshot, lets `damage` change the stored record, and returns the error that
+/// reopening gives.
+async fn reopen_after(damage: impl FnOnce(&mut StoredSnapshot)) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     {
         let db = open_db(dir.path()).expect("open");
@@ -16,16 +18,34 @@ async fn a_flipped_bit_in_the_stored_snapshot_is_refused() {
         drop(builder);
         drop(sm);
         let cf = db.cf_handle("sm").expect("cf");
-        let mut stored = db.get_cf(cf, b"snapshot").expect("read").expect("present");
-        // The record ends with the state's own checksum.
-        let last = stored.len() - 3;
-        stored[last] ^= 0x10;
-        db.put_cf(cf, b"snapshot", stored).expect("write");
+        let bytes = db.get_cf(cf, b"snapshot").expect("read").expect("present");
+        let mut stored = StoredSnapshot::decode_checked(&bytes).expect("intact at first");
+        damage(&mut stored);
+        db.put_cf(cf, b"snapshot", encode(&stored).expect("encode"))
+            .expect("write");
     }
     let db = open_db(dir.path()).expect("the database itself opens");
-    let error = StateMachineStore::open(db, Default::default())
+    StateMachineStore::open(db, Default::default())
         .err()
-        .expect("a damaged snapshot is refused");
-    let message = error.to_string();
+        .expect("a damaged snapshot is refused")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_flipped_bit_in_the_stored_state_is_refused() {
+    let message = reopen_after(|stored| {
+        // The state's encoding ends with its own checksum.
+        let last = stored.state.len() - 3;
+        stored.state[last] ^= 0x10;
+    })
+    .await;
+    assert!(message.contains("checksum"), "unclear error: {message}");
+}
+
+#[tokio::test]
+async fn a_damaged_event_counter_or_rollup_cursor_is_refused() {
+    let message = reopen_after(|stored| stored.next_event += 1).await;
+    assert!(message.contains("checksum"), "unclear error: {message}");
+    let message = reopen_after(|stored| stored.rollup_cursor ^= 0x10).await;
     assert!(message.contains("checksum"), "unclear error: {message}");
 }

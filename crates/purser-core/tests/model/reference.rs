@@ -1803,6 +1803,11 @@ impl Model {
             Op::Charge(c) => self.charge(c, touched, &mut events)?,
             Op::SetConfig(p) => self.set_config(p)?,
             Op::Tick => self.tick(touched, &mut events),
+            // Webhook subscriptions are covered by tests/rules/webhook.rs; the generator does
+            // not produce them.
+            Op::AddWebhook { .. } | Op::RemoveWebhook { .. } | Op::WebhookDelivered { .. } => {
+                unreachable!("the model generates no webhook commands")
+            }
         };
         Ok(Applied { outcome, events })
     }

@@ -189,6 +189,25 @@ pub fn rows(db: &DB, from_ms: u64, to_ms: u64) -> io::Result<Vec<(RollupKey, Tot
     Ok(out)
 }
 
+/// Adds events to a write batch (the one encoding of the `events` column family).
+pub fn put_events(db: &DB, batch: &mut WriteBatch, records: &[EventRecord]) -> io::Result<()> {
+    let events = db.cf_handle(CF_EVENTS).expect("column family exists");
+    for record in records {
+        batch.put_cf(events, record.index.to_be_bytes(), encode(record)?);
+    }
+    Ok(())
+}
+
+/// Deletes the events before `keep_from`, but never one the rollups have not folded yet;
+/// returns the first index kept.
+pub fn prune_events(db: &DB, keep_from: u64) -> io::Result<u64> {
+    let keep_from = keep_from.clamp(1, cursor(db)?.max(1));
+    let events = db.cf_handle(CF_EVENTS).expect("column family exists");
+    db.delete_range_cf(events, 0u64.to_be_bytes(), keep_from.to_be_bytes())
+        .map_err(rocks)?;
+    Ok(keep_from)
+}
+
 /// All rows and the cursor, for a snapshot.
 pub fn export(db: &DB) -> io::Result<(Vec<(RollupKey, Totals)>, u64)> {
     Ok((rows(db, 0, u64::MAX)?, cursor(db)?))

@@ -38,6 +38,35 @@ pub struct StoredSnapshot {
     /// through this snapshot reports exactly what the others do.
     pub rollups: Vec<(RollupKey, Totals)>,
     pub rollup_cursor: u64,
+    /// FNV-1a over the encoding of `next_event`, `rollups` and `rollup_cursor` (the state
+    /// carries its own checksum): a damaged snapshot is refused, never served.
+    pub checksum: u64,
+}
+
+impl StoredSnapshot {
+    fn extras_checksum(&self) -> io::Result<u64> {
+        let bytes = encode(&(self.next_event, &self.rollups, self.rollup_cursor))?;
+        Ok(bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        }))
+    }
+
+    fn seal(mut self) -> io::Result<Self> {
+        self.checksum = self.extras_checksum()?;
+        Ok(self)
+    }
+
+    /// Decodes a stored or received snapshot and verifies the checksum of its extras.
+    pub fn decode_checked(bytes: &[u8]) -> io::Result<Self> {
+        let stored: StoredSnapshot = decode(bytes)?;
+        if stored.extras_checksum()? != stored.checksum {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot checksum mismatch (event counter or rollups damaged)",
+            ));
+        }
+        Ok(stored)
+    }
 }
 
 /// One event of the stream: its index (dense, from 1, the same on every member because every
@@ -93,7 +122,7 @@ impl StateMachineStore {
                 next_event: 1,
             },
             Some(bytes) => {
-                let stored: StoredSnapshot = decode(&bytes)?;
+                let stored = StoredSnapshot::decode_checked(&bytes)?;
                 let state = State::restore(&stored.state)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 Applied {
@@ -112,10 +141,6 @@ impl StateMachineStore {
             events_written: Arc::new(events_written),
             folding: Arc::new(Mutex::new(())),
         })
-    }
-
-    fn cf_events(&self) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(CF_EVENTS).expect("column family exists")
     }
 
     /// Runs a read-only function on the applied state.
@@ -185,15 +210,9 @@ impl StateMachineStore {
 impl StateMachineStore {
     /// Deletes events older than the newest `EVENTS_KEPT` that are folded into the rollups
     /// (not synced: losing the deletion only keeps them a little longer).
-    fn prune_events(&self, next_event: u64, folded: u64) -> io::Result<()> {
-        // Never an event the rollups have not taken yet.
-        let keep_from = next_event
-            .saturating_sub(EVENTS_KEPT)
-            .clamp(1, folded.max(1));
-        let cf = self.db.cf_handle(CF_EVENTS).expect("column family exists");
-        self.db
-            .delete_range_cf(cf, 0u64.to_be_bytes(), keep_from.to_be_bytes())
-            .map_err(rocks)
+    fn prune_events(&self, next_event: u64) -> io::Result<()> {
+        rollup::prune_events(&self.db, next_event.saturating_sub(EVENTS_KEPT))?;
+        Ok(())
     }
 }
 
@@ -213,6 +232,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 next_event: applied.next_event,
                 rollups: Vec::new(),
                 rollup_cursor: 0,
+                checksum: 0,
             }
         };
         let mut stored = stored;
@@ -221,8 +241,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             rollup::fold(&self.db, stored.next_event)?;
             (stored.rollups, stored.rollup_cursor) = rollup::export(&self.db)?;
         }
+        let stored = stored.seal()?;
         self.persist(&stored)?;
-        self.prune_events(stored.next_event, stored.rollup_cursor)?;
+        self.prune_events(stored.next_event)?;
         let data = encode(&stored)?;
         Ok(Snapshot {
             meta: stored.meta,
@@ -259,21 +280,27 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         for command in commands {
                             let result = applied.state.apply(at_ms, command);
                             if let Ok(done) = &result {
-                                for event in &done.events {
-                                    let record = EventRecord {
-                                        index: applied.next_event,
+                                let records: Vec<EventRecord> = done
+                                    .events
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, event)| EventRecord {
+                                        index: applied.next_event + i as u64,
                                         log_index: entry.log_id.index,
                                         at_ms,
                                         event: event.clone(),
-                                    };
-                                    events.put_cf(
-                                        self.cf_events(),
-                                        record.index.to_be_bytes(),
-                                        encode(&record)?,
-                                    );
-                                    applied.next_event += 1;
-                                }
+                                    })
+                                    .collect();
+                                rollup::put_events(&self.db, &mut events, &records)?;
+                                applied.next_event += records.len() as u64;
                             }
+                            // The core counts the events it emitted (webhook cursors start
+                            // there): it must number them exactly as this store does.
+                            debug_assert_eq!(
+                                applied.state.events_emitted(),
+                                applied.next_event - 1,
+                                "event numbering diverged"
+                            );
                             results.push(result);
                         }
                         BatchResponse { results }
@@ -315,7 +342,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        let stored: StoredSnapshot = decode(snapshot.get_ref())?;
+        let stored = StoredSnapshot::decode_checked(snapshot.get_ref())?;
         let state = State::restore(&stored.state)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         {

@@ -4,6 +4,7 @@ pub mod http;
 pub mod meter;
 pub mod network;
 pub mod node;
+mod planted;
 pub mod raft_service;
 pub mod report;
 pub mod serve;

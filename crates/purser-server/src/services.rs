@@ -40,7 +40,9 @@ impl Services {
     }
 
     async fn apply<Resp: FromOutcome>(&self, command: Command) -> Result<Resp, Status> {
-        let written = self.node.write(command).await.map_err(write_status)?;
+        let written = crate::planted::write(&self.node, command)
+            .await
+            .map_err(write_status)?;
         let applied = written.result.map_err(|e| status_from_error(&e))?;
         Ok(Resp::from_outcome(applied.outcome, written.log_index)?)
     }

@@ -1,0 +1,66 @@
+//! Planted bugs, to test the chaos harness (`jepsen/`): a checker that cannot fail does not
+//! count. Compiled in only with the `planted-bugs` feature (`cargo build --release -p
+//! purser-cli --features planted-bugs`), and then armed by `PURSER_PLANTED_BUG`:
+//!
+//! - `double-apply`: every 20th reservation or charge is written a second time under another
+//!   request id, so it takes effect twice while the client sees one answer (breaks I4 and
+//!   conservation).
+//!
+//! Without the feature, [`write`] is exactly `PurserNode::write`.
+
+use purser_core::Command;
+
+use crate::node::{PurserNode, WriteError, Written};
+
+/// Writes `command` through the batcher and Raft: `node.write(command)`, unless a planted bug
+/// is armed.
+pub async fn write(node: &PurserNode, command: Command) -> Result<Written, WriteError> {
+    #[cfg(feature = "planted-bugs")]
+    if let Some(copy) = armed::double_apply(&command) {
+        let first = node.write(command).await;
+        let _ = node.write(copy).await;
+        return first;
+    }
+    node.write(command).await
+}
+
+#[cfg(feature = "planted-bugs")]
+mod armed {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    use purser_core::{Command, Op};
+
+    /// Environment variable naming the planted bug.
+    pub const PLANTED_BUG_ENV: &str = "PURSER_PLANTED_BUG";
+    /// One reservation or charge in this many is applied twice.
+    const DOUBLE_APPLY_EVERY: u64 = 20;
+
+    fn bug() -> Option<&'static str> {
+        static BUG: OnceLock<Option<String>> = OnceLock::new();
+        BUG.get_or_init(|| {
+            let bug = std::env::var(PLANTED_BUG_ENV).ok();
+            if let Some(bug) = &bug {
+                tracing::warn!("planted bug armed: {bug}");
+            }
+            bug
+        })
+        .as_deref()
+    }
+
+    /// The second copy of `command` when the `double-apply` bug fires.
+    pub fn double_apply(command: &Command) -> Option<Command> {
+        static SEEN: AtomicU64 = AtomicU64::new(0);
+        if bug() != Some("double-apply") || !matches!(command.op, Op::Reserve(_) | Op::Charge(_)) {
+            return None;
+        }
+        if SEEN.fetch_add(1, Ordering::Relaxed) % DOUBLE_APPLY_EVERY != DOUBLE_APPLY_EVERY - 1 {
+            return None;
+        }
+        let mut copy = command.clone();
+        if let Some(request) = copy.request.as_mut() {
+            request.id.push_str("#planted");
+        }
+        Some(copy)
+    }
+}

@@ -1,0 +1,14 @@
+//! purser-jepsen: a chaos harness for Purser. Real `purser serve` processes in network
+//! namespaces, nemeses on a seeded schedule, a recorded history and checkers for no
+//! overspend, no lost acknowledgement, idempotency, conservation, linearizability and
+//! convergence. See `jepsen/README.md`.
+
+pub mod check;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod net;
+pub mod ops;
+pub mod rng;
+pub mod run;
+pub mod workload;

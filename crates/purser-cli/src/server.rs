@@ -24,6 +24,10 @@ pub struct DevArgs {
     /// expired lease falls back to a read index.
     #[arg(long)]
     pub lease_reads: bool,
+    /// The newest events this member keeps for `watch` and webhooks (at least 1000); older
+    /// ones leave once folded into the report rollups.
+    #[arg(long, value_name = "N", default_value_t = purser_server::store::EVENTS_KEPT)]
+    pub events_kept: u64,
 }
 
 #[derive(Args)]
@@ -55,6 +59,10 @@ pub struct ServeArgs {
     /// expired lease falls back to a read index.
     #[arg(long)]
     pub lease_reads: bool,
+    /// The newest events this member keeps for `watch` and webhooks (at least 1000); older
+    /// ones leave once folded into the report rollups.
+    #[arg(long, value_name = "N", default_value_t = purser_server::store::EVENTS_KEPT)]
+    pub events_kept: u64,
 }
 
 fn socket_addr(text: &str, flag: &str) -> Result<SocketAddr, CliError> {
@@ -100,6 +108,7 @@ pub async fn dev(a: DevArgs) -> Result<(), CliError> {
         config.http_listen = Some(SocketAddr::new(listen.ip(), 0));
     }
     config.node.lease_reads = a.lease_reads;
+    config.node.events_kept = a.events_kept;
     let server = Server::start(config)
         .await
         .map_err(|e| CliError(format!("cannot start: {e}")))?;
@@ -167,6 +176,7 @@ pub async fn serve(a: ServeArgs) -> Result<(), CliError> {
     };
     let mut node = NodeConfig::new(id, data_dir.clone(), peer, advertise);
     node.lease_reads = a.lease_reads;
+    node.events_kept = a.events_kept;
     let http_listen = match a.http_listen {
         Some(text) => Some(socket_addr(&text, "--http-listen")?),
         None => None,

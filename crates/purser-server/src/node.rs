@@ -52,6 +52,9 @@ pub struct NodeConfig {
     pub log_kept_after_snapshot: u64,
     /// How often the leader proposes a `Tick` (hold and grant expiry).
     pub tick_ms: u64,
+    /// The newest events this member keeps for `Watch` and webhooks (older ones, once folded
+    /// into the rollups, are deleted when a snapshot is built).
+    pub events_kept: u64,
     /// Serve linearizable reads and denials under the leader's lease (no round trip) instead
     /// of a read index (one heartbeat round to a quorum). The lease assumes the members'
     /// clocks advance at the same rate; see docs/architecture.md.
@@ -77,6 +80,7 @@ impl NodeConfig {
             log_kept_after_snapshot: 1_000,
             tick_ms: 1_000,
             lease_reads: false,
+            events_kept: crate::store::EVENTS_KEPT,
         }
     }
 
@@ -167,6 +171,7 @@ impl PurserNode {
                 "the stored snapshot is unusable, refusing to start: {e}"
             ))
         })?;
+        sm.set_events_kept(config.events_kept);
         let log = LogStore::new(db, metrics.clone());
         let raft_config = Arc::new(config.raft_config()?);
         let network = PeerNetwork::new(metrics.clone());

@@ -1172,3 +1172,74 @@ async fn http_get(addr: SocketAddr, target: &str) -> String {
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default()
 }
+
+/// Past the configured retention, events leave a member once folded into the rollups:
+/// `Watch` from an index no longer kept is OUT_OF_RANGE and names the oldest kept, while
+/// report totals are unchanged by the compaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn old_events_leave_after_folding_and_reports_keep_their_totals() {
+    let cluster = Cluster::start(1, &|c| {
+        c.tick_ms = 3_600_000;
+        c.events_kept = 1_000;
+        c.snapshot_every_entries = 50;
+    })
+    .await;
+    let client = cluster.client();
+    setup_root(&client, 1_000_000_000).await;
+    for i in 0..500 {
+        charge(&client, &format!("c-{i}"), 3).await;
+    }
+    let total = |rows: Vec<pb::ReportRow>| {
+        rows.iter()
+            .map(|r| (r.requests, r.cost))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    let report = pb::ReportRequest {
+        from_ms: purser_client::now_ms() - 3_600_000,
+        ..Default::default()
+    };
+    let rows = client
+        .call(|c| {
+            let r = report.clone();
+            async move { pb::reports_client::ReportsClient::new(c).report(r).await }
+        })
+        .await
+        .expect("report")
+        .rows;
+    assert_eq!(total(rows), (500, 1_500));
+    // A snapshot (every 50 entries) has pruned what is beyond the newest 1,000 events.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let attempt = cluster
+            .client_of(1, Duration::from_secs(5))
+            .call(|c| async move {
+                pb::meter_client::MeterClient::new(c)
+                    .watch(pb::WatchRequest {
+                        from_index: 1,
+                        kinds: vec![],
+                        node: None,
+                    })
+                    .await
+            })
+            .await;
+        match attempt {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "old events were never pruned");
+                charge(&client, &format!("more-{}", purser_client::now_ms()), 1).await;
+            }
+        }
+    };
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused}");
+    assert!(refused.to_string().contains("oldest kept"), "{refused}");
+    let rows = client
+        .call(|c| {
+            let r = report.clone();
+            async move { pb::reports_client::ReportsClient::new(c).report(r).await }
+        })
+        .await
+        .expect("report")
+        .rows;
+    let (requests, cost) = total(rows);
+    assert_eq!(cost - (requests - 500), 1_500, "compaction changed a total");
+}

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
 pub use log::LogStore;
-pub use sm::{EventRecord, EventsError, StateMachineStore, StoredSnapshot, EVENTS_KEPT};
+pub use sm::{
+    EventRecord, EventsError, StateMachineStore, StoredSnapshot, EVENTS_KEPT, EVENTS_KEPT_MIN,
+};
 
 pub(crate) const CF_LOG: &str = "log";
 pub(crate) const CF_META: &str = "meta";

@@ -3,6 +3,7 @@
 //! re-applies the committed log after it.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -23,9 +24,11 @@ use crate::types::{
 
 const SNAPSHOT: &[u8] = b"snapshot";
 
-/// Events kept per member; older ones are deleted when a snapshot is built (a watcher that
-/// falls further behind is told so and restarts from what is kept).
+/// Events kept per member by default; older ones are deleted (once folded into the rollups)
+/// when a snapshot is built. A watcher that falls further behind is told so.
 pub const EVENTS_KEPT: u64 = 10_000_000;
+/// The fewest events a member may be configured to keep.
+pub const EVENTS_KEPT_MIN: u64 = 1_000;
 
 /// A snapshot at rest and on the wire: Raft's metadata, the state machine's own encoding
 /// (which carries its own format version and checksum), and the index the next event gets.
@@ -107,6 +110,8 @@ pub struct StateMachineStore {
     events_written: Arc<watch::Sender<u64>>,
     /// One fold at a time: folding reads, adds to and rewrites rollup rows.
     folding: Arc<Mutex<()>>,
+    /// How many of the newest events this member keeps.
+    events_kept: Arc<AtomicU64>,
 }
 
 impl StateMachineStore {
@@ -140,6 +145,7 @@ impl StateMachineStore {
             metrics,
             events_written: Arc::new(events_written),
             folding: Arc::new(Mutex::new(())),
+            events_kept: Arc::new(AtomicU64::new(EVENTS_KEPT)),
         })
     }
 
@@ -178,6 +184,12 @@ impl StateMachineStore {
         Ok(records)
     }
 
+    /// Keeps the newest `count` events (at least `EVENTS_KEPT_MIN`) from the next pruning on.
+    pub fn set_events_kept(&self, count: u64) {
+        self.events_kept
+            .store(count.max(EVENTS_KEPT_MIN), Ordering::Relaxed);
+    }
+
     /// Folds every event written so far into the rollups (off the request path: the
     /// server calls it in the background and before a report); returns the new cursor.
     pub fn compact(&self) -> io::Result<u64> {
@@ -208,10 +220,11 @@ impl StateMachineStore {
 }
 
 impl StateMachineStore {
-    /// Deletes events older than the newest `EVENTS_KEPT` that are folded into the rollups
+    /// Deletes events older than the newest `events_kept` that are folded into the rollups
     /// (not synced: losing the deletion only keeps them a little longer).
     fn prune_events(&self, next_event: u64) -> io::Result<()> {
-        rollup::prune_events(&self.db, next_event.saturating_sub(EVENTS_KEPT))?;
+        let kept = self.events_kept.load(Ordering::Relaxed);
+        rollup::prune_events(&self.db, next_event.saturating_sub(kept))?;
         Ok(())
     }
 }

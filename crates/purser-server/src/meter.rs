@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
+use purser_core::webhook::{is_event_kind, kind_matches};
 use purser_core::{Event, GovernanceEvent, NodeRef, State};
 use purser_proto::pb;
 use purser_storage::store::{EventRecord, EventsError};
@@ -40,10 +41,7 @@ struct Filter {
 
 impl Filter {
     fn admits(&self, kind: &str, path: Option<&str>) -> bool {
-        let kind_ok = self.kinds.is_empty()
-            || self.kinds.iter().any(|k| {
-                kind == k || (kind.starts_with(k.as_str()) && kind[k.len()..].starts_with('.'))
-            });
+        let kind_ok = self.kinds.is_empty() || self.kinds.iter().any(|k| kind_matches(k, kind));
         let node_ok = match (&self.subtree, path) {
             (None, _) => true,
             (Some(_), None) => false,
@@ -159,6 +157,11 @@ impl pb::meter_server::Meter for MeterService {
         if request.kinds.len() > WATCH_KINDS_MAX {
             return Err(Status::invalid_argument(format!(
                 "at most {WATCH_KINDS_MAX} kinds"
+            )));
+        }
+        if let Some(unknown) = request.kinds.iter().find(|k| !is_event_kind(k)) {
+            return Err(Status::invalid_argument(format!(
+                "unknown event kind {unknown:?}: usage, monetization, balance, governance or governance.<kind>"
             )));
         }
         let subtree = match request.node {

@@ -87,9 +87,11 @@ pub async fn report(ctx: &Ctx, a: ReportArgs) -> Result<Done, CliError> {
                 .collect();
             let header: Vec<String> = columns.iter().map(|c| c.to_uppercase()).collect();
             let header: Vec<&str> = header.iter().map(String::as_str).collect();
-            print!("{}", table(&header, &rows));
             if response.rows.is_empty() {
                 println!("(no usage in this range)");
+            } else {
+                println!("{}", table(&header, &rows));
+                println!("(cost and market_cost in minor units of each row's currency)");
             }
         }
         other => return Err(format!("--format {other}: table, csv or json").into()),
@@ -186,7 +188,7 @@ pub async fn usage(ctx: &Ctx, a: UsageArgs) -> Result<Done, CliError> {
             ]
         })
         .collect();
-    print!(
+    println!(
         "{}",
         table(
             &[

@@ -134,12 +134,14 @@ pub struct Metrics {
     pub apply_entry_us: Histogram,
     /// A read or denial waiting for its linearizability barrier (read index or lease).
     pub read_barrier_us: Histogram,
+    /// Encoding a snapshot while holding the state lock: apply waits this long.
+    pub snapshot_lock_us: Histogram,
     /// Reservations denied by the leader without a log entry.
     pub fast_denials: AtomicU64,
 }
 
 impl Metrics {
-    pub fn histograms(&self) -> [(&'static str, &Histogram); 9] {
+    pub fn histograms(&self) -> [(&'static str, &Histogram); 10] {
         [
             ("write_queued_us", &self.write_queued_us),
             ("batch_commands", &self.batch_commands),
@@ -150,6 +152,7 @@ impl Metrics {
             ("replication_rtt_us", &self.replication_rtt_us),
             ("apply_entry_us", &self.apply_entry_us),
             ("read_barrier_us", &self.read_barrier_us),
+            ("snapshot_lock_us", &self.snapshot_lock_us),
         ]
     }
 

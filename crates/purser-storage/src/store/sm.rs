@@ -236,7 +236,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // Encoding holds the lock (about 0.16 s per million nodes): apply waits that long.
         let stored = {
             let applied = self.inner.lock().expect("state machine lock");
-            StoredSnapshot {
+            let locked = Instant::now();
+            let stored = StoredSnapshot {
                 meta: SnapshotMeta {
                     last_log_id: applied.last_applied,
                     last_membership: applied.membership.clone(),
@@ -246,7 +247,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 rollups: Vec::new(),
                 rollup_cursor: 0,
                 checksum: 0,
-            }
+            };
+            self.metrics
+                .snapshot_lock_us
+                .record_duration(locked.elapsed());
+            stored
         };
         let mut stored = stored;
         {

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The chaos harness (jepsen/): real `purser serve` processes in network namespaces under
-# partitions, kill -9 and pauses, a recorded history and its checkers.
+# partitions, packet loss, kill -9, pauses, leader transfers, membership changes, snapshots
+# with log purges and file corruption; a recorded history and its checkers.
 #
-#   scripts/jepsen.sh [--time 30m] [--nemesis all|partition|kill|pause|none] [--seed N] [--nodes 3|5]
+#   scripts/jepsen.sh [--time 30m] [--nemesis all|partition|kill|pause|loss|membership|snapshot|corrupt|none]
+#                     [--seed N] [--nodes 3|5]
 #   scripts/jepsen.sh --planted double-apply [--time 25s] [--seed N]
 #
 # Needs root (namespaces, a bridge, iptables inside the namespaces); installs iptables and
 # iproute2 with apt-get when missing and builds the release binaries. Each run writes
 # jepsen/runs/seed-<seed>-<time>/ (history.jsonl, nemesis.jsonl, node logs, verdicts.json,
-# summary.txt) and prints one summary line. Exit code: 0 when every checker passed (with
+# summary.txt, plot.svg) and prints one summary line. Exit code: 0 when every checker passed (with
 # --planted: when the harness caught the planted bug), 1 when a checker failed, 2 when the
 # harness itself failed.
 set -euo pipefail
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
     --seed) seed=$2; shift 2 ;;
     --nodes) nodes=$2; shift 2 ;;
     --planted) planted=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -95,7 +95,7 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(self.dir.join(format!("n{id}.log")))?;
-        let data = self.dir.join(format!("n{id}"));
+        let data = self.data_dir(id);
         let child = Command::new("ip")
             .args(["netns", "exec", &net::namespace(id)])
             .arg(&self.bin)
@@ -116,6 +116,39 @@ impl Cluster {
         node.child = Some(child);
         node.paused = false;
         Ok(())
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("n{id}"))
+    }
+
+    /// The last line of node `id`'s output that says something.
+    pub fn log_tail(&self, id: u32) -> String {
+        let text = std::fs::read(self.dir.join(format!("n{id}.log"))).unwrap_or_default();
+        let from = text.len().saturating_sub(4096);
+        String::from_utf8_lossy(&text[from..])
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .chars()
+            .take(400)
+            .collect()
+    }
+
+    /// Whether node `id`'s process has exited on its own (then it is no longer running).
+    pub fn exited(&mut self, id: u32) -> Option<std::process::ExitStatus> {
+        let node = self.node(id);
+        let status = node
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        if status.is_some() {
+            node.child = None;
+            node.paused = false;
+        }
+        status
     }
 
     /// SIGKILL: no shutdown path runs.
@@ -241,4 +274,111 @@ pub async fn leader(ids: &[u32]) -> Option<u32> {
         }
     }
     None
+}
+
+/// A client for membership calls through every node, following redirects to the leader; one
+/// attempt may wait for a learner to catch up (through a snapshot, perhaps).
+pub fn admin_client(ids: &[u32]) -> Result<Client, purser_client::ClientError> {
+    let config = ClientConfig {
+        request_timeout: Duration::from_secs(15),
+        call_timeout: Duration::from_secs(30),
+        attempts_max: 20,
+        connect_timeout: Duration::from_millis(500),
+    };
+    Client::new(ids.iter().map(|&id| client_addr(id)), config)
+}
+
+/// The voters as the leader sees them (None: no leader answered).
+pub async fn voters(ids: &[u32]) -> Option<Vec<u32>> {
+    let leader = leader(ids).await?;
+    let s = status(leader).await?;
+    Some(
+        s.members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| m.id as u32)
+            .collect(),
+    )
+}
+
+/// A client of node `id` alone whose one attempt may take `timeout` (the server waits).
+fn waiting_client(id: u32, timeout: Duration) -> Result<Client, String> {
+    let config = ClientConfig {
+        request_timeout: timeout,
+        call_timeout: timeout,
+        attempts_max: 1,
+        connect_timeout: Duration::from_millis(500),
+    };
+    Client::new([client_addr(id)], config).map_err(|e| e.to_string())
+}
+
+/// Asks the leader `from` to hand leadership to `to`; the leader afterwards, as it says.
+pub async fn transfer_leader(from: u32, to: u32) -> Result<Option<u64>, String> {
+    let client = waiting_client(from, Duration::from_secs(8))?;
+    let r = client
+        .call(|ch| async move {
+            pb::cluster_client::ClusterClient::new(ch)
+                .transfer_leader(pb::TransferLeaderRequest { id: u64::from(to) })
+                .await
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(r.leader_id)
+}
+
+/// Removes member `id` (voter or learner); the log index of the last membership entry.
+pub async fn remove(admin: &Client, id: u32) -> Result<u64, String> {
+    let r = admin
+        .call(|ch| async move {
+            pb::cluster_client::ClusterClient::new(ch)
+                .remove(pb::RemoveRequest { id: u64::from(id) })
+                .await
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(r.log_index)
+}
+
+/// Adds member `id` back: a learner that catches up (blocking), then a voter.
+pub async fn add_voter(admin: &Client, id: u32) -> Result<u64, String> {
+    let add = pb::AddLearnerRequest {
+        id: u64::from(id),
+        peer_addr: peer_addr(id),
+        client_addr: client_addr(id),
+        blocking: true,
+    };
+    admin
+        .call(|ch| {
+            let r = add.clone();
+            async move {
+                pb::cluster_client::ClusterClient::new(ch)
+                    .add_learner(r)
+                    .await
+            }
+        })
+        .await
+        .map_err(|e| format!("add-learner: {e}"))?;
+    let r = admin
+        .call(|ch| async move {
+            pb::cluster_client::ClusterClient::new(ch)
+                .promote(pb::PromoteRequest { id: u64::from(id) })
+                .await
+        })
+        .await
+        .map_err(|e| format!("promote: {e}"))?;
+    Ok(r.log_index)
+}
+
+/// Makes node `id` snapshot its state (and purge its log up to the snapshot).
+pub async fn snapshot(id: u32, purge: bool) -> Result<u64, String> {
+    let client = waiting_client(id, Duration::from_secs(12))?;
+    let r = client
+        .call(|ch| async move {
+            pb::cluster_client::ClusterClient::new(ch)
+                .snapshot(pb::SnapshotRequest { purge })
+                .await
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(r.snapshot_index)
 }

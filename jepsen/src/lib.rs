@@ -5,10 +5,12 @@
 
 pub mod check;
 pub mod cluster;
+mod corrupt;
 pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod ops;
+pub mod plot;
 pub mod rng;
 pub mod run;
 pub mod workload;

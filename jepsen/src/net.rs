@@ -156,3 +156,25 @@ pub fn partition(nodes: u32, reach: impl Fn(u32, u32) -> bool) -> Result<(), Net
     }
     Ok(())
 }
+
+/// Node `node` drops each packet it receives with probability `percent` / 100 (the iptables
+/// `statistic` match; no netem on this kernel). Undone by `heal`.
+pub fn loss(node: u32, percent: u64) -> Result<(), NetError> {
+    let probability = format!("{:.2}", percent as f64 / 100.0);
+    iptables(
+        node,
+        &[
+            "-A",
+            "INPUT",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &probability,
+            "-j",
+            "DROP",
+        ],
+    )
+    .map(|_| ())
+}

@@ -243,6 +243,9 @@ pub async fn run(opts: Options) -> Result<Summary, RunError> {
         log: Mutex::new(std::fs::File::create(opts.dir.join("nemesis.jsonl"))?),
         nodes: opts.nodes,
         injected: Mutex::new(0),
+        admin: cluster::admin_client(&ids)
+            .map_err(|e| RunError::Harness(format!("admin client: {e}")))?,
+        corrupted: Mutex::new(Default::default()),
     });
     let nemesis_task = {
         let n = nemesis.clone();
@@ -276,8 +279,7 @@ pub async fn run(opts: Options) -> Result<Summary, RunError> {
             .map_err(|e| RunError::Harness(format!("worker: {e}")))?;
     }
     // Final heal (again, in case the nemesis stopped early), then the final phase.
-    let _ = net::heal(opts.nodes);
-    cluster.lock().expect("cluster").restore_all()?;
+    nemesis.heal_all().await;
     let _ = wait_for(Duration::from_secs(30), async || {
         cluster::leader(&ids).await
     })
@@ -301,6 +303,7 @@ pub async fn run(opts: Options) -> Result<Summary, RunError> {
         serde_json::to_string_pretty(&summary).expect("verdicts serialize"),
     )?;
     std::fs::write(opts.dir.join("summary.txt"), summary.line() + "\n")?;
+    crate::plot::write(&opts.dir, &events, &summary.line())?;
     Ok(summary)
 }
 
@@ -395,11 +398,13 @@ async fn final_retries(rec: &Arc<Recorder>, endpoints: &[String]) {
     }
 }
 
-/// Checks a recorded run again (its history and replicas.json).
+/// Checks a recorded run again (its history and replicas.json) and draws its plot again.
 pub fn recheck(dir: &Path) -> Result<Vec<Verdict>, RunError> {
     let events = crate::history::read_history(&dir.join("history.jsonl"))?;
     let views: Option<Vec<ReplicaView>> = std::fs::read(dir.join("replicas.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
+    let title = std::fs::read_to_string(dir.join("summary.txt")).unwrap_or_default();
+    crate::plot::write(dir, &events, title.trim())?;
     Ok(check::check(&events, views.as_deref()))
 }

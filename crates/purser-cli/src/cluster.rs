@@ -1,4 +1,4 @@
-//! Operating the Raft group: init, add, remove, transfer-leader, status.
+//! Operating the Raft group: init, add, remove, transfer-leader, status, snapshot.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -44,6 +44,13 @@ pub enum ClusterCommand {
     },
     /// Ask every endpoint (and every member they know of) for its view of the cluster.
     Status,
+    /// Make the first --endpoint build a snapshot of its state now (and wait for it).
+    Snapshot {
+        /// Then delete its log up to the snapshot: a member behind it must catch up through
+        /// the snapshot.
+        #[arg(long)]
+        purge: bool,
+    },
 }
 
 fn members_json(members: &[pb::Member]) -> Value {
@@ -227,6 +234,38 @@ pub async fn run(ctx: &Ctx, command: ClusterCommand) -> Result<Done, CliError> {
             }
         }
         ClusterCommand::Status => return status(ctx).await,
+        ClusterCommand::Snapshot { purge } => {
+            // Served by the member asked, on itself: one endpoint, no redirect.
+            let endpoint = ctx
+                .endpoints
+                .first()
+                .cloned()
+                .ok_or_else(|| CliError("no --endpoint".into()))?;
+            let timeout = ctx.timeout.max(Duration::from_secs(15));
+            let config = ClientConfig {
+                request_timeout: timeout,
+                call_timeout: timeout,
+                ..client_config(timeout)
+            };
+            let one = Ctx::with_client(ctx, Client::new([endpoint], config)?);
+            let r = rpc!(
+                one,
+                cluster_client::ClusterClient,
+                snapshot,
+                pb::SnapshotRequest { purge }
+            )?;
+            if ctx.json() {
+                print_json(
+                    &Obj::new()
+                        .set("snapshot_index", r.snapshot_index)
+                        .set("purged", purge)
+                        .value(),
+                );
+            } else {
+                let purged = if purge { ", log purged up to it" } else { "" };
+                println!("snapshot at index {}{purged}", r.snapshot_index);
+            }
+        }
     }
     Ok(Done::Ok)
 }

@@ -21,6 +21,9 @@ pub const BATCH_ITEMS_MAX: usize = crate::node::BATCH_COMMANDS_MAX;
 /// Metadata key carrying the leader's client address on a redirect.
 pub const LEADER_METADATA: &str = "purser-leader";
 
+/// How long `Cluster.Snapshot` waits for the snapshot it asked for.
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct Services {
     node: Arc<PurserNode>,
@@ -570,6 +573,45 @@ impl pb::cluster_server::Cluster for Services {
             histograms,
             counters,
         }))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        let purge = request.into_inner().purge;
+        let raft = &self.node.raft;
+        let mut metrics = raft.metrics();
+        let applied = metrics
+            .borrow_watched()
+            .last_applied
+            .map(|l| l.index)
+            .ok_or_else(|| Status::failed_precondition("nothing applied yet: no snapshot"))?;
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|_| write_status(WriteError::ShuttingDown))?;
+        // Wait for a snapshot covering at least what was applied when it was asked for.
+        let deadline = tokio::time::Instant::now() + SNAPSHOT_WAIT;
+        let snapshot_index = loop {
+            let built = metrics.borrow_watched().snapshot.map(|l| l.index);
+            if let Some(index) = built.filter(|&index| index >= applied) {
+                break index;
+            }
+            let changed = tokio::time::timeout_at(deadline, metrics.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                return Err(Status::unavailable(format!(
+                    "no snapshot covering index {applied} within {SNAPSHOT_WAIT:?}"
+                )));
+            }
+        };
+        if purge {
+            raft.trigger()
+                .purge_log(snapshot_index)
+                .await
+                .map_err(|_| write_status(WriteError::ShuttingDown))?;
+        }
+        Ok(Response::new(pb::SnapshotResponse { snapshot_index }))
     }
 
     async fn status(

@@ -336,6 +336,46 @@ async fn acknowledged_reservations_survive_the_leaders_loss_under_load() {
     cluster.converged(Duration::from_secs(10)).await;
 }
 
+/// `Cluster.Snapshot` builds a snapshot covering what the member applied, on the member
+/// asked (leader or follower), purges its log when asked, and the cluster keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_on_demand_covers_what_was_applied() {
+    let cluster = Cluster::start(3, &|_| {}).await;
+    let client = cluster.client();
+    setup_root(&client, 1_000_000).await;
+    for i in 0..20 {
+        reserve(&client, &reserve_request(&format!("s{i}"), 3))
+            .await
+            .expect("reserve");
+    }
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let follower = cluster
+        .members
+        .keys()
+        .copied()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    for (id, purge) in [(follower, false), (leader, true)] {
+        let applied = cluster.status(id).await.expect("status").applied_index;
+        let r = cluster
+            .client_of(id, Duration::from_secs(15))
+            .call(|c| async move {
+                pb::cluster_client::ClusterClient::new(c)
+                    .snapshot(pb::SnapshotRequest { purge })
+                    .await
+            })
+            .await
+            .expect("snapshot");
+        assert!(r.snapshot_index >= applied, "{r:?} below {applied}");
+        let s = cluster.status(id).await.expect("status");
+        assert!(s.snapshot_index >= Some(r.snapshot_index), "{s:?}");
+    }
+    reserve(&client, &reserve_request("after", 3))
+        .await
+        .expect("a write after the purge");
+    cluster.converged(Duration::from_secs(10)).await;
+}
+
 /// A new member joins after the leader snapshotted and purged its log: it catches up through a
 /// streamed snapshot, becomes a voter, and serves the same state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -424,7 +424,8 @@ fn jittered(delay_ms: u64) -> u64 {
         .build_hasher()
         .finish();
     let half = delay_ms / 2;
-    half + random % (delay_ms - half + 1)
+    // Never below one millisecond for a positive delay: a zero sleep would spin.
+    (half + random % (delay_ms - half + 1)).max(delay_ms.min(1))
 }
 
 #[cfg(test)]

@@ -45,13 +45,17 @@ impl Filter {
         let node_ok = match (&self.subtree, path) {
             (None, _) => true,
             (Some(_), None) => false,
-            (Some(top), Some(path)) => {
-                path == top
-                    || (path.starts_with(top.as_str()) && path[top.len()..].starts_with('/'))
-            }
+            (Some(top), Some(path)) => in_subtree(path, top),
         };
         kind_ok && node_ok
     }
+}
+
+/// `path` is `top` or a node below it (`acme/dev` is under `acme`, `acme/devops` is not
+/// under `acme/dev`): the one subtree test of watches and reports.
+pub(crate) fn in_subtree(path: &str, top: &str) -> bool {
+    path.strip_prefix(top)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The kind, the node an event is about (0 when none) and its fields as a JSON object.

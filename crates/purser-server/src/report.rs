@@ -137,9 +137,7 @@ pub fn group(
             .or_insert_with(|| state.path_of(key.node).unwrap_or_default())
             .clone();
         if let Some(top) = &subtree {
-            if !(path == *top
-                || (path.starts_with(top.as_str()) && path[top.len()..].starts_with('/')))
-            {
+            if !crate::meter::in_subtree(&path, top) {
                 continue;
             }
         }

@@ -1,5 +1,6 @@
 //! purser-server: the replicated Purser service.
 
+mod answered;
 pub mod http;
 pub mod meter;
 pub mod network;

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ReadPolicy, ServerState};
-use purser_core::{Applied, Command, Denial, Error as CoreError};
+use purser_core::{Applied, Command, Denial, Error as CoreError, Outcome};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::answered::{Answer, Answered, Begin, Ticket};
 use crate::metrics::Metrics;
 use crate::network::PeerNetwork;
 use crate::raft_service::RaftService;
@@ -146,6 +147,7 @@ struct Pending {
     command: Command,
     queued: Instant,
     reply: oneshot::Sender<Result<Written, WriteError>>,
+    ticket: Option<Ticket>,
 }
 
 pub struct PurserNode {
@@ -156,6 +158,7 @@ pub struct PurserNode {
     lease_reads: bool,
     peer_addr: SocketAddr,
     writes: mpsc::Sender<Pending>,
+    answered: Arc<Answered>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     peer_shutdown: std::sync::Mutex<Option<oneshot::Sender<()>>>,
 }
@@ -202,7 +205,13 @@ impl PurserNode {
             }
         })];
         let (writes, queue) = mpsc::channel::<Pending>(WRITE_QUEUE_MAX);
-        tasks.push(tokio::spawn(batcher(raft.clone(), queue, metrics.clone())));
+        let answered = Arc::new(Answered::default());
+        tasks.push(tokio::spawn(batcher(
+            raft.clone(),
+            sm.clone(),
+            queue,
+            metrics.clone(),
+        )));
         let node = Arc::new(PurserNode {
             id: config.id,
             raft,
@@ -211,6 +220,7 @@ impl PurserNode {
             lease_reads: config.lease_reads,
             peer_addr,
             writes,
+            answered,
             tasks: std::sync::Mutex::new(tasks),
             peer_shutdown: std::sync::Mutex::new(Some(peer_shutdown)),
         });
@@ -233,14 +243,21 @@ impl PurserNode {
         self.peer_addr
     }
 
-    /// Proposes one command through the group-commit batcher and waits for its result.
+    /// Proposes one command through the group-commit batcher and waits for its result. An
+    /// attempt of a request id this member already denied gets the same denial, unwritten
+    /// (see `answered.rs`).
     pub async fn write(&self, command: Command) -> Result<Written, WriteError> {
         let queued = Instant::now();
+        let ticket = match self.answered.begin(&command) {
+            Begin::Write(ticket) => ticket,
+            Begin::Denied(answer) => return Ok(answer.written()),
+        };
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
             command,
             queued,
             reply,
+            ticket,
         };
         self.writes.try_send(pending).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => WriteError::Overloaded,
@@ -260,6 +277,13 @@ impl PurserNode {
         &self,
         f: impl FnOnce(&purser_core::State, Option<LogId>) -> T,
     ) -> Result<T, WriteError> {
+        self.barrier().await?;
+        Ok(self.sm.read(f))
+    }
+
+    /// The read barrier of [`PurserNode::read`]: once it returns, the applied state holds
+    /// everything committed before it was called.
+    async fn barrier(&self) -> Result<(), WriteError> {
         let started = Instant::now();
         let mut confirmed = Err(WriteError::Unknown("no read policy tried".into()));
         for policy in [ReadPolicy::LeaseRead, ReadPolicy::ReadIndex] {
@@ -283,7 +307,7 @@ impl PurserNode {
         self.metrics
             .read_barrier_us
             .record_duration(started.elapsed());
-        confirmed.map(|()| self.sm.read(f))
+        confirmed
     }
 
     /// A reservation that committed state already denies, answered by the leader without a
@@ -293,7 +317,14 @@ impl PurserNode {
     /// every write acknowledged before this request arrived; writes still in flight can only
     /// be ordered after it, and a denial changes nothing they could observe. The cheap local
     /// guess comes first so that reservations that will be granted pay no barrier.
+    ///
+    /// One request id gets one outcome: the path stands aside while another attempt of the
+    /// id is in flight here, answers an earlier denial of the id again, and records its own
+    /// before answering (`answered.rs`).
     pub async fn fast_denial(&self, command: &Command) -> Option<(Denial, u64)> {
+        if let Some(earlier) = self.answered.decide(command)?.earlier() {
+            return Some((earlier.denial, earlier.log_index));
+        }
         if !self.is_leader()
             || self
                 .sm
@@ -302,18 +333,35 @@ impl PurserNode {
         {
             return None;
         }
-        let decided = self
-            .read(|state, applied| {
-                let denial = state.fast_denial(now_ms(), command)?;
-                Some((denial, applied.map_or(0, |id| id.index)))
-            })
-            .await
-            .ok()
-            .flatten();
-        if decided.is_some() {
-            self.metrics.fast_denials.fetch_add(1, Ordering::Relaxed);
+        self.barrier().await.ok()?;
+        // Decided with no attempt of this id able to start meanwhile: the state read here is
+        // newer than the barrier, which only makes it more recent, still linearizable.
+        let decision = self.answered.decide(command)?;
+        if let Some(earlier) = decision.earlier() {
+            return Some((earlier.denial, earlier.log_index));
         }
-        decided
+        if decision.must_write() {
+            return None;
+        }
+        let now = now_ms();
+        let (denial, log_index, retention_ms) = self.sm.read(|state, applied| {
+            let denial = state.fast_denial(now, command)?;
+            Some((
+                denial,
+                applied.map_or(0, |id| id.index),
+                state.config().request_retention_ms,
+            ))
+        })?;
+        decision.deny(
+            Answer {
+                denial: denial.clone(),
+                log_index,
+            },
+            retention_ms,
+            now,
+        );
+        self.metrics.fast_denials.fetch_add(1, Ordering::Relaxed);
+        Some((denial, log_index))
     }
 
     /// Reads this member's applied state without asking the leader (stale by design).
@@ -393,7 +441,12 @@ pub fn now_ms() -> u64 {
 
 /// Packs queued commands into log entries: everything waiting (up to the batch size) goes into
 /// the next entry, with at most `BATCHES_IN_FLIGHT_MAX` entries in flight.
-async fn batcher(raft: Raft, mut queue: mpsc::Receiver<Pending>, metrics: Arc<Metrics>) {
+async fn batcher(
+    raft: Raft,
+    sm: StateMachineStore,
+    mut queue: mpsc::Receiver<Pending>,
+    metrics: Arc<Metrics>,
+) {
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
     while let Some(first) = queue.recv().await {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -418,11 +471,12 @@ async fn batcher(raft: Raft, mut queue: mpsc::Receiver<Pending>, metrics: Arc<Me
                 .write_queued_us
                 .record_duration(proposed.duration_since(pending.queued));
             commands.push(pending.command);
-            replies.push(pending.reply);
+            replies.push((pending.reply, pending.ticket));
         }
         metrics.batch_commands.record(commands.len() as u64);
         let raft = raft.clone();
         let metrics = metrics.clone();
+        let sm = sm.clone();
         tokio::spawn(async move {
             let count = commands.len();
             // The leader's clock stamps the entry; apply makes it monotonic.
@@ -434,7 +488,8 @@ async fn batcher(raft: Raft, mut queue: mpsc::Receiver<Pending>, metrics: Arc<Me
                 .await;
             drop(permit);
             metrics.raft_write_us.record_duration(proposed.elapsed());
-            answer(result, count, replies);
+            let retention_ms = sm.read(|state, _| state.config().request_retention_ms);
+            answer(result, count, replies, retention_ms);
         });
     }
 }
@@ -448,10 +503,13 @@ type WriteResult = Result<
     RaftError<crate::types::TypeConfig, ClientWriteError<crate::types::TypeConfig>>,
 >;
 
+/// Answers each command of a batch. A ticket is dropped (its attempt no longer in flight)
+/// only after a denial it got is recorded, and before the caller hears of it.
 fn answer(
     result: WriteResult,
     count: usize,
-    replies: Vec<oneshot::Sender<Result<Written, WriteError>>>,
+    replies: Vec<(oneshot::Sender<Result<Written, WriteError>>, Option<Ticket>)>,
+    retention_ms: u64,
 ) {
     match result {
         Ok(response) => {
@@ -462,7 +520,23 @@ fn answer(
                 "apply answers every command of a batch"
             );
             let log_index = response.log_id.index;
-            for (reply, result) in replies.into_iter().zip(results) {
+            let now = now_ms();
+            for ((reply, ticket), result) in replies.into_iter().zip(results) {
+                if let (
+                    Some(ticket),
+                    Ok(Applied {
+                        outcome: Outcome::Denied(denial),
+                        ..
+                    }),
+                ) = (&ticket, &result)
+                {
+                    let answer = Answer {
+                        denial: denial.clone(),
+                        log_index,
+                    };
+                    ticket.denied(answer, retention_ms, now);
+                }
+                drop(ticket);
                 let _ = reply.send(Ok(Written { log_index, result }));
             }
         }
@@ -475,7 +549,8 @@ fn answer(
                 }
                 other => WriteError::Unknown(other.to_string()),
             };
-            for reply in replies {
+            for (reply, ticket) in replies {
+                drop(ticket);
                 let _ = reply.send(Err(error.clone()));
             }
         }

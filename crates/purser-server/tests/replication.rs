@@ -769,6 +769,76 @@ async fn reads_and_denials_stay_linearizable_with_leader_leases() {
     reads_and_denials_stay_linearizable(true).await;
 }
 
+/// One request id, one outcome. A client that timed out retries with the same id, and the
+/// first attempt can reach the leader after the retry was answered. If the retry was denied
+/// and room was made since, that late attempt must be denied again, not granted: the client
+/// holds "denied" and would never settle the hold. (The chaos harness found this: a retry
+/// denied on the fast path, its first attempt granted a second later, once a cap was raised.)
+/// Denials through the log are covered too: a charge is always written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_attempt_of_a_denied_request_is_denied_again() {
+    let cluster = Cluster::start(3, &|c| c.tick_ms = 3_600_000).await;
+    let client = cluster.client();
+    setup_root(&client, 100).await;
+    let fill = reserve(&client, &reserve_request("fill-1", 100))
+        .await
+        .expect("reserve");
+    let fill = granted_id(&fill).expect("room for the fill");
+
+    let late = reserve_request("late-reserve", 10);
+    let first = reserve(&client, &late).await.expect("answer");
+    assert_eq!(granted_id(&first), None, "the cap is full");
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    assert_eq!(
+        fast_denials(&cluster, leader).await,
+        1,
+        "denied on the fast path"
+    );
+    let charge_request = pb::ChargeRequest {
+        request_id: "late-charge".into(),
+        sent_at_ms: purser_client::now_ms(),
+        node: path("acme"),
+        currency: "usd".into(),
+        actual: Some(pb::charge_request::Actual::Amount(10)),
+        attributes: None,
+    };
+    let send = |request: pb::ChargeRequest| {
+        let client = &client;
+        async move {
+            client
+                .call(|c| {
+                    let r = request.clone();
+                    async move { pb::budget_client::BudgetClient::new(c).charge(r).await }
+                })
+                .await
+                .expect("charge")
+        }
+    };
+    let charged = send(charge_request.clone()).await;
+    assert!(
+        matches!(charged.result, Some(pb::charge_response::Result::Denied(_))),
+        "the cap is full: {charged:?}"
+    );
+
+    release(&client, "free-fill-1", fill).await;
+    assert_eq!(held_at_root(&client).await, 0);
+    let again = reserve(&client, &late).await.expect("answer");
+    assert_eq!(granted_id(&again), None, "the same id is denied again");
+    assert_eq!(again.log_index, first.log_index, "with the same answer");
+    let again = send(charge_request).await;
+    assert_eq!(
+        again.result, charged.result,
+        "a late attempt of a charge denied through the log is denied again"
+    );
+    assert_eq!(held_at_root(&client).await, 0, "nothing was granted");
+    // A new request id is a new request: the room is there.
+    let fresh = reserve(&client, &reserve_request("fresh", 10))
+        .await
+        .expect("reserve");
+    assert!(granted_id(&fresh).is_some());
+    cluster.converged(Duration::from_secs(10)).await;
+}
+
 fn batch_reserve(id: &str, amount: i64) -> purser_client::Op {
     purser_client::Op::Reserve(reserve_request(id, amount))
 }

@@ -80,6 +80,10 @@ impl State {
             }
         }
         for &id in path.as_slice() {
+            #[cfg(feature = "planted-bugs")]
+            if crate::planted::skip_root_cap() && self.node(id).parent == 0 {
+                continue;
+            }
             allow = allow.min(self.level_capacity(id, currency, min, now_ms)?);
         }
         let mut plan = Vec::new();

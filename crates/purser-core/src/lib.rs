@@ -17,6 +17,8 @@ pub mod fixtures;
 mod grant;
 mod hash;
 pub mod outcome;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 mod query;
 mod snapshot;
 mod state;

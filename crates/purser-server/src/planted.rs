@@ -5,12 +5,24 @@
 //! - `double-apply`: every 20th reservation or charge is written a second time under another
 //!   request id, so it takes effect twice while the client sees one answer (breaks I4 and
 //!   conservation).
+//! - `skip-root-cap`: reservations and charges are evaluated against every cap on their path
+//!   but the root's (in the rules, `purser_core::planted`, on every member alike), so the
+//!   root's cap is overshot (breaks I1).
 //!
-//! Without the feature, [`write`] is exactly `PurserNode::write`.
+//! Without the feature, [`write`] is exactly `PurserNode::write` and [`arm`] does nothing.
 
 use purser_core::Command;
 
 use crate::node::{PurserNode, WriteError, Written};
+
+/// Arms a planted bug that lives in the rules; called once when a member starts, before it
+/// applies anything.
+pub fn arm() {
+    #[cfg(feature = "planted-bugs")]
+    if armed::bug() == Some("skip-root-cap") {
+        purser_core::planted::arm_skip_root_cap();
+    }
+}
 
 /// Writes `command` through the batcher and Raft: `node.write(command)`, unless a planted bug
 /// is armed.
@@ -36,7 +48,7 @@ mod armed {
     /// One reservation or charge in this many is applied twice.
     const DOUBLE_APPLY_EVERY: u64 = 20;
 
-    fn bug() -> Option<&'static str> {
+    pub fn bug() -> Option<&'static str> {
         static BUG: OnceLock<Option<String>> = OnceLock::new();
         BUG.get_or_init(|| {
             let bug = std::env::var(PLANTED_BUG_ENV).ok();

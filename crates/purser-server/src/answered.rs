@@ -248,9 +248,15 @@ mod tests {
         let Begin::Write(Some(ticket)) = answered.begin(&command) else {
             panic!("a first attempt is written");
         };
-        assert!(answered.decide(&command).unwrap().must_write());
+        assert!(answered
+            .decide(&command)
+            .expect("a request id")
+            .must_write());
         drop(ticket);
-        assert!(!answered.decide(&command).unwrap().must_write());
+        assert!(!answered
+            .decide(&command)
+            .expect("a request id")
+            .must_write());
         assert_eq!(answered.in_flight(), 0);
     }
 
@@ -260,7 +266,7 @@ mod tests {
         let command = reserve("r1");
         answered
             .decide(&command)
-            .unwrap()
+            .expect("a request id")
             .deny(denial(), 600_000, 2_000);
         match answered.begin(&command) {
             Begin::Denied(answer) => assert_eq!(answer.log_index, 7),
@@ -290,13 +296,13 @@ mod tests {
         let answered = Arc::new(Answered::default());
         answered
             .decide(&reserve("old"))
-            .unwrap()
+            .expect("a request id")
             .deny(denial(), 600_000, 2_000);
         // sent 1_000, answered at 2_000: kept until 2_000 + retention + skew.
         let later = 2_000 + 600_000 + limits::CLOCK_SKEW_MS_MAX + 1;
         answered
             .decide(&reserve("new"))
-            .unwrap()
+            .expect("a request id")
             .deny(denial(), 600_000, later);
         assert_eq!(answered.denials_kept(), 1);
         assert!(matches!(

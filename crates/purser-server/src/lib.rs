@@ -1,6 +1,9 @@
 //! purser-server: the replicated Purser service.
 
 mod answered;
+mod clock;
+#[cfg(feature = "fault-hooks")]
+mod faults;
 pub mod http;
 pub mod meter;
 pub mod network;

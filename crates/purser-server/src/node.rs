@@ -143,10 +143,12 @@ pub struct Written {
     pub result: Result<Applied, CoreError>,
 }
 
+type Reply = oneshot::Sender<Result<Written, WriteError>>;
+
 struct Pending {
     command: Command,
     queued: Instant,
-    reply: oneshot::Sender<Result<Written, WriteError>>,
+    reply: Reply,
     ticket: Option<Ticket>,
 }
 
@@ -434,7 +436,13 @@ async fn open_when_released(path: &std::path::Path) -> Result<Arc<rocksdb::DB>, 
     }
 }
 
+/// The leader's time (ms since the epoch): the wall clock, as far as the monotonic clock lets
+/// it move (a step of the wall clock is absorbed slowly; see `crate::clock`).
 pub fn now_ms() -> u64 {
+    crate::clock::now_ms(wall_ms(), 0)
+}
+
+fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -509,7 +517,7 @@ type WriteResult = Result<
 fn answer(
     result: WriteResult,
     count: usize,
-    replies: Vec<(oneshot::Sender<Result<Written, WriteError>>, Option<Ticket>)>,
+    replies: Vec<(Reply, Option<Ticket>)>,
     retention_ms: u64,
 ) {
     match result {
@@ -583,6 +591,10 @@ async fn ticker(node: std::sync::Weak<PurserNode>, every: Duration) {
     loop {
         interval.tick().await;
         let Some(node) = node.upgrade() else { return };
+        // Every member keeps its stamp clock at or above the replicated time, so that one whose
+        // wall clock is behind continues the cluster's time when elected instead of freezing it.
+        let replicated_ms = node.sm.read(|state, _| state.now_ms());
+        crate::clock::now_ms(wall_ms(), replicated_ms);
         if node.is_leader() {
             if let Err(e) = node.write(Command::tick()).await {
                 tracing::debug!("tick not applied: {e}");

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The chaos harness (jepsen/): real `purser serve` processes in network namespaces under
 # partitions, packet loss, kill -9, pauses, leader transfers, membership changes, snapshots
-# with log purges and file corruption; a recorded history and its checkers.
+# with log purges, file corruption, wall-clock jumps, a skewed Raft clock, and delayed or
+# duplicated Raft messages; a recorded history and its checkers.
 #
-#   scripts/jepsen.sh [--time 30m] [--nemesis all|partition|kill|pause|loss|membership|snapshot|corrupt|none]
-#                     [--seed N] [--nodes 3|5]
+#   scripts/jepsen.sh [--time 30m] [--nodes 3|5] [--seed N]
+#                     [--nemesis all|partition|kill|pause|loss|membership|snapshot|corrupt|clock|delay|none]
 #   scripts/jepsen.sh --planted double-apply [--time 25s] [--seed N]
 #
-# Needs root (namespaces, a bridge, iptables inside the namespaces); installs iptables and
-# iproute2 with apt-get when missing and builds the release binaries. Each run writes
+# Needs root (namespaces, a bridge, iptables inside the namespaces); installs iptables,
+# iproute2 and libfaketime with apt-get when missing and builds the release binaries (the
+# members with the test-only `fault-hooks` feature, as `purser-faults`). Each run writes
 # jepsen/runs/seed-<seed>-<time>/ (history.jsonl, nemesis.jsonl, node logs, verdicts.json,
 # summary.txt, plot.svg) and prints one summary line. Exit code: 0 when every checker passed (with
 # --planted: when the harness caught the planted bug), 1 when a checker failed, 2 when the
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
     --seed) seed=$2; shift 2 ;;
     --nodes) nodes=$2; shift 2 ;;
     --planted) planted=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -40,6 +42,8 @@ fi
 need_apt=()
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+# The wall-clock nemesis runs each member under libfaketime.
+compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || need_apt+=(libfaketime)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
@@ -52,8 +56,9 @@ args=(run --time "$time" --nemesis "$nemesis" --nodes "$nodes")
 
 if [ -n "$planted" ]; then
   # The planted binary is kept apart, and the normal one is rebuilt in its place.
-  cargo build --release --locked -p purser-cli --features planted-bugs
-  cp "$release/purser" "$release/purser-planted"
+  cargo build --release --locked -p purser-cli --features planted-bugs,fault-hooks
+  # A hard link, not a copy: the binary is hundreds of megabytes with its debug info.
+  ln -f "$release/purser" "$release/purser-planted"
   cargo build --release --locked -p purser-cli -p purser-jepsen
   set +e
   PURSER_BIN="$release/purser-planted" PURSER_PLANTED_BUG="$planted" \
@@ -68,5 +73,9 @@ if [ -n "$planted" ]; then
   exit 1
 fi
 
+# The members carry the fault hooks (a test-only build, kept apart); the normal binary is
+# rebuilt in its place.
+cargo build --release --locked -p purser-cli --features fault-hooks
+ln -f "$release/purser" "$release/purser-faults"
 cargo build --release --locked -p purser-cli -p purser-jepsen
-PURSER_BIN="$release/purser" exec "$release/purser-jepsen" "${args[@]}"
+PURSER_BIN="$release/purser-faults" exec "$release/purser-jepsen" "${args[@]}"

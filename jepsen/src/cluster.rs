@@ -1,5 +1,7 @@
 //! The nodes: `purser serve` processes, one per namespace, started with `ip netns exec` (which
-//! executes the program in place, so the child's pid is the server's pid).
+//! executes the program in place, so the child's pid is the server's pid), with leader leases on
+//! (`--lease-reads`), each under libfaketime with its own wall-clock offset file and with its
+//! own fault control file (read by a binary built with the `fault-hooks` feature).
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,61 @@ use crate::net;
 
 pub const CLIENT_PORT: u16 = 7600;
 pub const PEER_PORT: u16 = 7700;
+
+/// The fault control file's variable (read by `purser_storage::faults`).
+pub const FAULTS_FILE_ENV: &str = "PURSER_FAULTS_FILE";
+
+/// libfaketime: `$PURSER_LIBFAKETIME`, else the multi-threaded variant the Debian package
+/// `libfaketime` installs under `/usr/lib/<arch>/faketime/`.
+pub fn libfaketime() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("PURSER_LIBFAKETIME") {
+        return Some(PathBuf::from(path));
+    }
+    let mut candidates = vec![PathBuf::from("/usr/lib/faketime/libfaketimeMT.so.1")];
+    if let Ok(dirs) = std::fs::read_dir("/usr/lib") {
+        for dir in dirs.flatten() {
+            candidates.push(dir.path().join("faketime/libfaketimeMT.so.1"));
+        }
+    }
+    candidates.push(PathBuf::from("/usr/local/lib/faketime/libfaketimeMT.so.1"));
+    candidates.into_iter().find(|c| c.is_file())
+}
+
+/// What a node's fault control file asks for (see `purser_storage::faults`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// openraft's clock rate (1 = real time).
+    pub clock_rate: Option<f64>,
+    /// Each outgoing Raft RPC held back a random time in this range (ms).
+    pub delay_ms: Option<(u64, u64)>,
+    /// This share of outgoing Raft RPCs sent twice.
+    pub duplicate_percent: Option<u32>,
+}
+
+impl Faults {
+    fn render(&self) -> String {
+        let mut text = String::new();
+        if let Some(rate) = self.clock_rate {
+            text.push_str(&format!("clock_rate = {rate}\n"));
+        }
+        if let Some((lo, hi)) = self.delay_ms {
+            text.push_str(&format!("delay_ms = {lo}-{hi}\n"));
+        }
+        if let Some(p) = self.duplicate_percent {
+            text.push_str(&format!("duplicate_percent = {p}\n"));
+        }
+        text
+    }
+}
+
+/// Replaces `path` in one step, so that a reader never sees half a file.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
 
 /// The `purser` binary: `$PURSER_BIN`, else next to this executable, else in
 /// `$CARGO_TARGET_DIR/release`, else in `~/.cache/purser/target/release`.
@@ -56,6 +113,7 @@ pub struct Cluster {
     bin: PathBuf,
     dir: PathBuf,
     nodes: Vec<Node>,
+    faketime: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -70,6 +128,7 @@ impl Cluster {
                     paused: false,
                 })
                 .collect(),
+            faketime: libfaketime(),
         }
     }
 
@@ -96,7 +155,16 @@ impl Cluster {
             .append(true)
             .open(self.dir.join(format!("n{id}.log")))?;
         let data = self.data_dir(id);
-        let child = Command::new("ip")
+        let (clock_file, faults_file) = (self.clock_file(id), self.faults_file(id));
+        // A restarted node keeps whatever fault is in force; a new one starts without any.
+        if !clock_file.exists() {
+            write_atomically(&clock_file, "+0\n")?;
+        }
+        if !faults_file.exists() {
+            write_atomically(&faults_file, "")?;
+        }
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &net::namespace(id)])
             .arg(&self.bin)
             .args(["serve", "--id", &id.to_string()])
@@ -104,10 +172,23 @@ impl Cluster {
             .args(["--peer-listen", &peer_addr(id)])
             .arg("--data-dir")
             .arg(&data)
+            .arg("--lease-reads")
+            .env(FAULTS_FILE_ENV, &faults_file)
             .env(
                 "RUST_LOG",
                 std::env::var("PURSER_LOG").unwrap_or("info".into()),
-            )
+            );
+        if let Some(lib) = &self.faketime {
+            // Only the wall clock: a faked monotonic clock hangs tokio. The offset file is read
+            // at every clock call (no cache), so a jump takes effect at once.
+            command
+                .env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", &clock_file)
+                .env("FAKETIME_NO_CACHE", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("NO_FAKE_STAT", "1");
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -121,6 +202,55 @@ impl Cluster {
     /// Node `id`'s data directory.
     pub fn data_dir(&self, id: u32) -> PathBuf {
         self.dir.join(format!("n{id}"))
+    }
+
+    /// Node `id`'s wall-clock offset, as libfaketime reads it (`+0`, `-300`: seconds).
+    fn clock_file(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("n{id}.faketime"))
+    }
+
+    fn faults_file(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("n{id}.faults"))
+    }
+
+    /// Moves node `id`'s wall clock `offset_s` seconds away from real time (0: real time), at
+    /// once and without a restart.
+    pub fn set_clock_offset(&self, id: u32, offset_s: i64) -> Result<(), String> {
+        if self.faketime.is_none() {
+            return Err("libfaketime not found (apt-get install libfaketime)".into());
+        }
+        write_atomically(&self.clock_file(id), &format!("{offset_s:+}\n"))
+            .map_err(|e| format!("n{id}.faketime: {e}"))
+    }
+
+    /// Sets what node `id`'s fault control file asks for (the node reads it within 50 ms).
+    pub fn set_faults(&self, id: u32, faults: &Faults) -> Result<(), String> {
+        write_atomically(&self.faults_file(id), &faults.render())
+            .map_err(|e| format!("n{id}.faults: {e}"))
+    }
+
+    /// Every node back to real time and no faults. Says what failed.
+    pub fn reset_faults(&self) -> Result<(), String> {
+        let mut failed = Vec::new();
+        for id in self.ids() {
+            if self.faketime.is_some() {
+                failed.extend(self.set_clock_offset(id, 0).err());
+            }
+            failed.extend(self.set_faults(id, &Faults::default()).err());
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
+    }
+
+    /// Removes the control files (once the nodes are gone).
+    fn remove_control_files(&self) {
+        for id in self.ids() {
+            let _ = std::fs::remove_file(self.clock_file(id));
+            let _ = std::fs::remove_file(self.faults_file(id));
+        }
     }
 
     /// The last line of node `id`'s output that says something.
@@ -194,10 +324,12 @@ impl Cluster {
         Ok(())
     }
 
+    /// Kills every node and removes the fault control files: nothing is left faulty.
     pub fn kill_all(&mut self) {
         for id in self.ids() {
             self.kill9(id);
         }
+        self.remove_control_files();
     }
 
     /// The request that initializes the cluster with every node a voter.

@@ -1,8 +1,10 @@
 //! Faults on a seeded schedule: partitions (random halves, the leader isolated, a majority
 //! ring, one-way), random packet loss, kill -9 and restart, SIGSTOP/SIGCONT pauses longer than
 //! the election timeout, leadership transfers, a voter removed and added back, a follower cut
-//! off while the others snapshot and purge their logs, and damaged files of a stopped node
-//! (`corrupt.rs`). One fault at a time; each is undone before the next.
+//! off while the others snapshot and purge their logs, damaged files of a stopped node
+//! (`corrupt.rs`), wall-clock jumps (libfaketime), a leader's Raft clock running fast or slow,
+//! and Raft messages delayed or duplicated (the last two through the `fault-hooks` control
+//! file). One fault at a time; each is undone before the next.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,10 @@ pub enum Family {
     Snapshot,
     /// Bit flips or truncation in a stopped node's RocksDB files.
     Corrupt,
+    /// Wall-clock jumps of a node or the leader; the leader's Raft clock fast or slow.
+    Clock,
+    /// Raft messages delayed, or duplicated.
+    Delay,
     None,
 }
 
@@ -50,6 +56,11 @@ pub enum Fault {
     RemoveVoter,
     SnapshotIsolated,
     Corrupt,
+    ClockJump,
+    ClockJumpLeader,
+    ClockSkew,
+    Delay,
+    Duplicate,
 }
 
 impl Fault {
@@ -65,9 +76,8 @@ impl Fault {
             Family::All => [
                 partitions,
                 vec![Kill, KillLeader, Pause, PauseLeader, Loss],
-                // Not Corrupt yet: a bit flip in the WAL makes a member restart without part of
-                // its log (see README), which fails runs; select it with `--nemesis corrupt`.
-                vec![TransferLeader, RemoveVoter, SnapshotIsolated],
+                vec![TransferLeader, RemoveVoter, SnapshotIsolated, Corrupt],
+                vec![ClockJump, ClockJumpLeader, ClockSkew, Delay, Duplicate],
             ]
             .concat(),
             Family::Partition => partitions,
@@ -77,6 +87,8 @@ impl Fault {
             Family::Membership => vec![TransferLeader, RemoveVoter],
             Family::Snapshot => vec![SnapshotIsolated],
             Family::Corrupt => vec![Corrupt],
+            Family::Clock => vec![ClockJump, ClockJumpLeader, ClockSkew],
+            Family::Delay => vec![Delay, Duplicate],
             Family::None => vec![],
         }
     }
@@ -195,8 +207,16 @@ impl Nemesis {
         self.heal_all().await;
     }
 
-    /// The final heal: network, processes, membership.
+    /// The final heal: clocks and message faults, network, processes, membership.
     pub async fn heal_all(&self) {
+        if let Err(e) = self.cluster().reset_faults() {
+            self.write(
+                "heal",
+                Fault::ClockSkew,
+                &[],
+                format!("resetting faults: {e}"),
+            );
+        }
         let _ = net::heal(self.nodes);
         let _ = self.cluster().restore_all();
         for id in self.ids() {
@@ -221,7 +241,10 @@ impl Nemesis {
             | Fault::PartitionOneWay
             | Fault::Kill
             | Fault::Pause
-            | Fault::Loss => None,
+            | Fault::Loss
+            | Fault::ClockJump
+            | Fault::Delay
+            | Fault::Duplicate => None,
             _ => cluster::leader(&self.ids()).await,
         };
         let one = leader.unwrap_or(ids[0]);
@@ -249,6 +272,11 @@ impl Nemesis {
             Fault::RemoveVoter => Ok(self.remove_voter(leader, follower).await),
             Fault::SnapshotIsolated => self.snapshot_isolated(leader, follower).await,
             Fault::Corrupt => Ok(self.corrupt(&mut rng, follower).await),
+            Fault::ClockJump | Fault::ClockJumpLeader => {
+                Ok(self.clock_jump(&mut rng, one, leader).await)
+            }
+            Fault::ClockSkew => Ok(self.clock_skew(&mut rng, leader)),
+            Fault::Delay | Fault::Duplicate => Ok(self.slow_network(step.fault, &mut rng, &ids)),
         };
         result.unwrap_or_else(|e| (vec![], format!("could not inject: {e}")))
     }
@@ -368,6 +396,19 @@ impl Nemesis {
 
     async fn undo(&self, step: &Step, targets: &[u32]) -> String {
         match step.fault {
+            Fault::ClockJump | Fault::ClockJumpLeader => self.undo_clock_jump(targets).await,
+            Fault::ClockSkew | Fault::Delay | Fault::Duplicate => {
+                let cluster = self.cluster();
+                let failed: Vec<String> = targets
+                    .iter()
+                    .filter_map(|&t| cluster.set_faults(t, &cluster::Faults::default()).err())
+                    .collect();
+                if failed.is_empty() {
+                    "control files cleared".into()
+                } else {
+                    failed.join("; ")
+                }
+            }
             Fault::Kill | Fault::KillLeader => {
                 let mut cluster = self.cluster();
                 for &t in targets {
@@ -389,6 +430,130 @@ impl Nemesis {
             Fault::SnapshotIsolated => self.heal_isolated(targets).await,
             Fault::Corrupt => self.corrupt_outcome(targets).await,
             _ => heal_network(self.nodes),
+        }
+    }
+
+    /// Moves `id`'s wall clock (libfaketime) by seconds to an hour, either way. Aimed at the
+    /// leader's timestamps: the replicated time must not follow the jump.
+    async fn clock_jump(&self, rng: &mut Rng, id: u32, leader: Option<u32>) -> (Vec<u32>, String) {
+        let magnitude = match rng.range(0, 9) {
+            0..=3 => rng.range(2, 59) as i64,
+            4..=7 => rng.range(60, 300) as i64,
+            _ => 3_600,
+        };
+        let offset = if rng.chance(50) {
+            magnitude
+        } else {
+            -magnitude
+        };
+        // For the record: whether the chosen node leads (a follower's clock matters once elected).
+        let leader = match leader {
+            Some(l) => Some(l),
+            None => cluster::leader(&self.ids()).await,
+        };
+        let before = replicated_vs_real(&self.ids()).await;
+        let mut detail = match self.cluster().set_clock_offset(id, offset) {
+            Ok(()) => {
+                format!("node {id} wall clock {offset:+} s (leader: {leader:?}); before: {before}")
+            }
+            Err(e) => return (vec![id], format!("could not inject: {e}")),
+        };
+        // Half the time a follower with the jumped clock is made leader: its first stamps must
+        // continue the cluster's time, not its own.
+        if let Some(from) = leader.filter(|&l| l != id && rng.chance(50)) {
+            match cluster::transfer_leader(from, id).await {
+                Ok(now) => detail.push_str(&format!("; leadership {from} -> {id}: now {now:?}")),
+                Err(e) => detail.push_str(&format!("; leadership {from} -> {id}: {e}")),
+            }
+        }
+        (vec![id], detail)
+    }
+
+    async fn undo_clock_jump(&self, targets: &[u32]) -> String {
+        // Measured while the clock is still off: did the replicated time follow it?
+        let during = replicated_vs_real(&self.ids()).await;
+        let failed: Vec<String> = {
+            let cluster = self.cluster();
+            targets
+                .iter()
+                .filter_map(|&t| cluster.set_clock_offset(t, 0).err())
+                .collect()
+        };
+        if failed.is_empty() {
+            format!("wall clock restored; at the end: {during}")
+        } else {
+            format!(
+                "restoring the wall clock: {}; at the end: {during}",
+                failed.join("; ")
+            )
+        }
+    }
+
+    /// The leader's Raft clock (leases, heartbeats, election timers) runs fast, or slow within
+    /// the bound leases assume: a slower leader would trust its lease after the followers
+    /// stopped honouring it (see the README).
+    fn clock_skew(&self, rng: &mut Rng, leader: Option<u32>) -> (Vec<u32>, String) {
+        let Some(id) = leader else {
+            return (vec![], "no leader to skew".into());
+        };
+        let (rate, how) = if rng.chance(50) {
+            (1.0 + rng.range(10, 200) as f64 / 100.0, "fast")
+        } else {
+            (
+                1.0 - rng.range(1, LEADER_SLOW_PPM_MAX) as f64 / 1e6,
+                "slow, within the lease bound",
+            )
+        };
+        let faults = cluster::Faults {
+            clock_rate: Some(rate),
+            ..Default::default()
+        };
+        match self.cluster().set_faults(id, &faults) {
+            Ok(()) => (
+                vec![id],
+                format!("leader {id} Raft clock rate {rate} ({how})"),
+            ),
+            Err(e) => (vec![], format!("could not inject: {e}")),
+        }
+    }
+
+    /// Outgoing Raft RPCs of every node (or one) held back a random time, or a share of them
+    /// sent twice, the copy a little later (its answer dropped).
+    fn slow_network(&self, fault: Fault, rng: &mut Rng, ids: &[u32]) -> (Vec<u32>, String) {
+        let targets: Vec<u32> = if rng.chance(50) {
+            self.ids()
+        } else {
+            vec![ids[0]]
+        };
+        let (faults, what) = if fault == Fault::Delay {
+            let hi = rng.range(5, DELAY_MS_MAX);
+            let lo = rng.range(0, hi / 2);
+            (
+                cluster::Faults {
+                    delay_ms: Some((lo, hi)),
+                    ..Default::default()
+                },
+                format!("outgoing Raft RPCs delayed {lo}-{hi} ms"),
+            )
+        } else {
+            let percent = rng.range(10, 50) as u32;
+            (
+                cluster::Faults {
+                    duplicate_percent: Some(percent),
+                    ..Default::default()
+                },
+                format!("{percent} % of outgoing Raft RPCs sent twice (the copy 0-20 ms later)"),
+            )
+        };
+        let cluster = self.cluster();
+        let failed: Vec<String> = targets
+            .iter()
+            .filter_map(|&t| cluster.set_faults(t, &faults).err())
+            .collect();
+        if failed.is_empty() {
+            (targets.clone(), format!("{what}: from {targets:?}"))
+        } else {
+            (targets, format!("could not inject: {}", failed.join("; ")))
         }
     }
 
@@ -451,6 +616,32 @@ impl Nemesis {
     }
 }
 
+/// A leader's Raft clock may run slow by at most this (parts per million) in the `clock`
+/// nemesis: over a lease (`election_timeout_max`, 1 s) that is 50 µs, less than a heartbeat's
+/// one-way trip from the leader's send to the follower's receipt.
+pub const LEADER_SLOW_PPM_MAX: u64 = 50;
+/// The longest delay the `delay` nemesis puts on a Raft RPC (below the 500 ms minimum election
+/// timeout, so that a leader is delayed, not deposed, by it alone).
+pub const DELAY_MS_MAX: u64 = 150;
+
+/// How far the replicated time (the leader's last stamp, as it says) is from the harness's
+/// clock.
+async fn replicated_vs_real(ids: &[u32]) -> String {
+    let Some(leader) = cluster::leader(ids).await else {
+        return "no leader".into();
+    };
+    match cluster::status(leader).await {
+        Some(s) => {
+            let diff = s.state_now_ms as i64 - purser_client::now_ms() as i64;
+            format!(
+                "replicated time {:+.1} s from the harness clock (leader {leader})",
+                diff as f64 / 1000.0
+            )
+        }
+        None => format!("leader {leader} does not answer"),
+    }
+}
+
 fn heal_network(nodes: u32) -> String {
     match net::heal(nodes) {
         Ok(()) => "healed".into(),
@@ -480,10 +671,30 @@ mod tests {
             Fault::TransferLeader,
             Fault::RemoveVoter,
             Fault::SnapshotIsolated,
+            Fault::Corrupt,
         ] {
             assert!(all.contains(&fault), "{fault:?} is in `all`");
         }
-        assert!(!all.contains(&Fault::Corrupt), "corrupt is selectable only");
+        for fault in [
+            Fault::ClockJump,
+            Fault::ClockJumpLeader,
+            Fault::ClockSkew,
+            Fault::Delay,
+            Fault::Duplicate,
+        ] {
+            assert!(all.contains(&fault), "{fault:?} is in `all`");
+        }
+        let clock = schedule(1, Family::Clock, total);
+        assert!(!clock.is_empty());
+        assert!(clock.iter().all(|s| matches!(
+            s.fault,
+            Fault::ClockJump | Fault::ClockJumpLeader | Fault::ClockSkew
+        )));
+        let delay = schedule(2, Family::Delay, total);
+        assert!(!delay.is_empty());
+        assert!(delay
+            .iter()
+            .all(|s| matches!(s.fault, Fault::Delay | Fault::Duplicate)));
         let membership = schedule(3, Family::Membership, total);
         assert!(membership
             .iter()

@@ -80,18 +80,21 @@ impl PeerClient {
     }
 
     /// One unary call: encode, send under the deadline, decode the remote `Result`.
-    async fn call<Req, Resp, Fut>(
+    async fn call<Req, Resp, S, Fut>(
         &self,
         request: &Req,
         option: &RPCOption,
-        send: impl FnOnce(RaftClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
+        send: S,
     ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
-        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+        S: FnOnce(RaftClient<Channel>, tonic::Request<RaftMessage>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>> + Send + 'static,
     {
         let data = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        #[cfg(feature = "fault-hooks")]
+        self.disturb(&data, option, send.clone()).await;
         let mut message = tonic::Request::new(RaftMessage { data });
         message.set_timeout(option.hard_ttl());
         let reply = tokio::time::timeout(option.hard_ttl(), send(self.client()?, message))
@@ -105,6 +108,32 @@ impl PeerClient {
         let result: Result<Resp, String> = decode(&reply.into_inner().data)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))
+    }
+
+    /// Test-only: holds this RPC back and perhaps sends a copy of it later, whose answer is
+    /// dropped, as the fault control file says (see `crate::faults`).
+    #[cfg(feature = "fault-hooks")]
+    async fn disturb<S, Fut>(&self, data: &[u8], option: &RPCOption, send: S)
+    where
+        S: FnOnce(RaftClient<Channel>, tonic::Request<RaftMessage>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>> + Send + 'static,
+    {
+        let plan = crate::faults::plan(true);
+        if let (Some(after), Ok(client)) = (plan.duplicate_after, self.client()) {
+            let copy = RaftMessage {
+                data: data.to_vec(),
+            };
+            let ttl = option.hard_ttl();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let mut message = tonic::Request::new(copy);
+                message.set_timeout(ttl);
+                let _ = tokio::time::timeout(ttl, send(client, message)).await;
+            });
+        }
+        if !plan.delay.is_zero() {
+            tokio::time::sleep(plan.delay).await;
+        }
     }
 }
 
@@ -178,6 +207,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        #[cfg(feature = "fault-hooks")]
+        tokio::time::sleep(crate::faults::plan(false).delay).await;
         let network = |e: &dyn std::error::Error| {
             StreamingError::Network(NetworkError::new(&std::io::Error::other(e.to_string())))
         };

@@ -43,12 +43,25 @@ impl fmt::Display for PeerNode {
     }
 }
 
+#[cfg(not(feature = "fault-hooks"))]
 openraft::declare_raft_types!(
     pub TypeConfig:
         D = Batch,
         R = BatchResponse,
         NodeId = u64,
         Node = PeerNode,
+);
+
+// The chaos harness's build: openraft's clock can be made to run fast or slow (see
+// `crate::faults`), to test leader leases against the clock assumption they rest on.
+#[cfg(feature = "fault-hooks")]
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Batch,
+        R = BatchResponse,
+        NodeId = u64,
+        Node = PeerNode,
+        AsyncRuntime = crate::faults::SkewedRuntime,
 );
 
 pub type NodeId = u64;

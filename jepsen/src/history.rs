@@ -22,6 +22,31 @@ pub enum Kind {
     Info,
 }
 
+/// The window of a hard cap. Every kind the workload uses is long enough not to reset inside
+/// a run (the run refuses to start across a UTC month boundary), so the checker treats each
+/// like a lifetime cap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Window {
+    #[default]
+    Lifetime,
+    /// The UTC calendar month.
+    Month,
+    Sliding {
+        ms: u64,
+    },
+    FirstUse {
+        ms: u64,
+    },
+}
+
+/// TTL of a reservation recorded before reservations carried one: longer than any run.
+pub const LEGACY_TTL_MS: u64 = 12 * 60 * 60 * 1000;
+
+fn legacy_ttl() -> u64 {
+    LEGACY_TTL_MS
+}
+
 /// What an operation asks for. Amounts are minor units.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "f", rename_all = "snake_case")]
@@ -32,6 +57,8 @@ pub enum Args {
         min: u64,
         max: u64,
         exact: bool,
+        #[serde(default = "legacy_ttl")]
+        ttl_ms: u64,
     },
     Commit {
         reservation_id: u64,
@@ -44,14 +71,28 @@ pub enum Args {
         node: String,
         amount: u64,
     },
-    /// A lifetime hard cap on `node` (set up, or raised during the run).
+    /// A hard cap on `node` in `window` (set up, or raised during the run).
     SetLimit {
         node: String,
         amount: u64,
+        #[serde(default)]
+        window: Window,
     },
-    /// Creates a node (setup only).
+    /// Creates a node (setup only); a root with `funded` has a funded currency.
     CreateNode {
         path: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        funded: bool,
+    },
+    /// A one-off, never-expiring grant of `amount` owned by `node` (a funded root).
+    AddGrant {
+        node: String,
+        amount: u64,
+    },
+    /// Pauses a node that nothing spends at: its `Paused` event marks the end of the events
+    /// the final phase reads.
+    Pause {
+        node: String,
     },
     /// A linearizable `Show` of one node.
     Show {
@@ -61,12 +102,49 @@ pub enum Args {
     Holds {
         node: String,
     },
+    /// A linearizable `Grants` of one node (the grants it owns).
+    Grants {
+        node: String,
+    },
+    /// The `hold_expired` events the cluster emitted, read with `Watch` from the first event
+    /// up to the `Paused` event of `marker` (final phase).
+    Expiries {
+        marker: String,
+    },
 }
 
 impl Args {
     pub fn is_read(&self) -> bool {
-        matches!(self, Args::Show { .. } | Args::Holds { .. })
+        matches!(
+            self,
+            Args::Show { .. } | Args::Holds { .. } | Args::Grants { .. } | Args::Expiries { .. }
+        )
     }
+}
+
+/// (grant id, amount): one grant's part of a hold or of a payment.
+pub type Part = (u64, u64);
+
+/// One grant as `Grants` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantView {
+    pub id: u64,
+    pub amount: u64,
+    pub remaining: u64,
+    pub held: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
+}
+
+/// One `hold_expired` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expiry {
+    pub reservation_id: u64,
+    pub node_id: u64,
+    pub amount: u64,
+    /// The Tick's log entry and its (leader) timestamp.
+    pub log_index: u64,
+    pub at_ms: u64,
 }
 
 /// What the cluster answered.
@@ -76,38 +154,78 @@ pub enum Answer {
     Granted {
         reservation_id: u64,
         amount: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at_ms: Option<u64>,
+        /// The grants holding it (empty in a capped currency); None on a duplicate, whose
+        /// record does not keep it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<Vec<Part>>,
     },
     Denied {
         node_id: u64,
         remaining: u64,
         requested: u64,
+        /// `cap`, `funding`, `paused`, ... (None in histories recorded before it was kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
     },
-    /// `released` and `overrun` are unknown (None) on a duplicate.
+    /// `released`, `overrun`, `late`, `debt` and `plan` are unknown (None) on a duplicate.
     Settled {
         reservation_id: u64,
         charged: u64,
         released: Option<u64>,
         overrun: Option<u64>,
+        /// The hold had expired: charged in full, nothing released.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        late: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        debt: Option<u64>,
+        /// Which grant paid how much.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<Vec<Part>>,
     },
     Released {
         reservation_id: u64,
         amount: u64,
     },
+    /// `debt` and `plan` are unknown (None) on a duplicate.
     Charged {
         charged: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        debt: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<Vec<Part>>,
+    },
+    GrantAdded {
+        grant_id: u64,
     },
     Done,
     Account {
         held: u64,
         spent: u64,
-        /// The lifetime limit's amount, spent and held (None without a limit).
+        /// The node's first own limit's amount, spent and held (None without a limit).
         cap: Option<u64>,
         limit_spent: Option<u64>,
         limit_held: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<Window>,
+        /// Uncovered overrun of the node itself (funded currencies).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        debt: Option<u64>,
+        /// Sums of `remaining` and `held` over the grants the node owns (None: it owns none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<(u64, u64)>,
     },
     /// (reservation id, amount) of each open hold placed on the node.
     Holds {
         holds: Vec<(u64, u64)>,
+    },
+    Grants {
+        grants: Vec<GrantView>,
+    },
+    /// Every `hold_expired` event up to the marker, which was seen.
+    Expiries {
+        expired: Vec<Expiry>,
     },
 }
 
@@ -120,6 +238,7 @@ impl Answer {
                 | Answer::Settled { .. }
                 | Answer::Released { .. }
                 | Answer::Charged { .. }
+                | Answer::GrantAdded { .. }
                 | Answer::Done
         )
     }

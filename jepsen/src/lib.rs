@@ -13,4 +13,5 @@ pub mod ops;
 pub mod plot;
 pub mod rng;
 pub mod run;
+pub mod wgl;
 pub mod workload;

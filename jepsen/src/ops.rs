@@ -4,12 +4,16 @@
 use purser_client::{pb, Client, ClientError};
 use tonic::Code;
 
-use crate::history::{Answer, Args};
+use crate::history::{Answer, Args, Expiry, GrantView, Part, Window};
 
 /// Currency of the workload tree.
 pub const CURRENCY: &str = "usd";
-/// Holds live long enough never to expire during a run: the model has no expiry.
-pub const HOLD_TTL_MS: u64 = 12 * 60 * 60 * 1000;
+/// The TTL of a hold meant to outlive the run (the default bound is 1 day).
+pub const HOLD_TTL_MS: u64 = crate::history::LEGACY_TTL_MS;
+/// Events read per `Watch` before the final phase gives up on a member.
+pub const WATCH_EVENTS_MAX: usize = 2_000_000;
+/// A `Watch` that delivers nothing for this long is given up (the marker never came).
+pub const WATCH_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the cluster answered: the answer, the log index, whether it was a duplicate.
 pub struct Reply {
@@ -47,14 +51,59 @@ fn failure(e: ClientError) -> Failure {
     }
 }
 
-fn lifetime_limit(node: &str, amount: u64) -> pb::LimitSpec {
-    let _ = node;
+fn window(w: Window) -> pb::Window {
+    use pb::window::Kind;
+    let kind = match w {
+        Window::Lifetime => Kind::Lifetime(pb::window::Lifetime {}),
+        Window::Month => Kind::Calendar(pb::Period::Month as i32),
+        Window::Sliding { ms } => Kind::SlidingMs(ms),
+        Window::FirstUse { ms } => Kind::FirstUseMs(ms),
+    };
+    pb::Window { kind: Some(kind) }
+}
+
+fn window_of(w: &pb::Window) -> Option<Window> {
+    use pb::window::Kind;
+    Some(match w.kind.as_ref()? {
+        Kind::Lifetime(_) => Window::Lifetime,
+        Kind::Calendar(p) if *p == pb::Period::Month as i32 => Window::Month,
+        Kind::Calendar(_) => return None,
+        Kind::SlidingMs(ms) => Window::Sliding { ms: *ms },
+        Kind::FirstUseMs(ms) => Window::FirstUse { ms: *ms },
+    })
+}
+
+fn deny_rule(rule: i32) -> String {
+    match pb::DenyRule::try_from(rule) {
+        Ok(pb::DenyRule::NodeClosed) => "closed",
+        Ok(pb::DenyRule::NodePaused) => "paused",
+        Ok(pb::DenyRule::RateLimit) => "rate_limit",
+        Ok(pb::DenyRule::Cap) => "cap",
+        Ok(pb::DenyRule::RoleCap) => "role_cap",
+        Ok(pb::DenyRule::Funding) => "funding",
+        _ => "unspecified",
+    }
+    .into()
+}
+
+fn parts(plan: &[pb::FundingPart]) -> Vec<Part> {
+    plan.iter().map(|p| (p.grant_id, p.amount)).collect()
+}
+
+fn denied(d: &pb::Denied) -> Answer {
+    Answer::Denied {
+        node_id: d.node_id,
+        remaining: d.remaining,
+        requested: d.requested,
+        rule: Some(deny_rule(d.rule)),
+    }
+}
+
+fn limit(amount: u64, w: Window) -> pb::LimitSpec {
     pb::LimitSpec {
         currency: CURRENCY.into(),
         amount: amount as i64,
-        window: Some(pb::Window {
-            kind: Some(pb::window::Kind::Lifetime(pb::window::Lifetime {})),
-        }),
+        window: Some(window(w)),
         mode: pb::LimitMode::Hard as i32,
         thresholds: vec![],
         on_exhausted: pb::OnExhausted::Deny as i32,
@@ -81,6 +130,7 @@ pub async fn execute(
             min,
             max,
             exact,
+            ttl_ms,
         } => {
             let amount = if *exact {
                 pb::reserve_request::Amount::Exact(*min as i64)
@@ -96,7 +146,7 @@ pub async fn execute(
                 node: path(node),
                 currency: CURRENCY.into(),
                 amount: Some(amount),
-                ttl_ms: HOLD_TTL_MS,
+                ttl_ms: *ttl_ms,
                 attributes: None,
             };
             let resp = client
@@ -110,12 +160,10 @@ pub async fn execute(
                 Some(pb::reserve_response::Result::Granted(g)) => Answer::Granted {
                     reservation_id: g.reservation_id,
                     amount: g.amount,
+                    expires_at_ms: Some(g.expires_at_ms).filter(|&e| e > 0),
+                    plan: (!resp.duplicate).then(|| parts(&g.plan)),
                 },
-                Some(pb::reserve_response::Result::Denied(d)) => Answer::Denied {
-                    node_id: d.node_id,
-                    remaining: d.remaining,
-                    requested: d.requested,
-                },
+                Some(pb::reserve_response::Result::Denied(d)) => denied(&d),
                 None => return Err(Failure::Unknown("a reserve answer without result".into())),
             };
             Ok(Reply {
@@ -153,6 +201,9 @@ pub async fn execute(
                     charged,
                     released: None,
                     overrun: None,
+                    late: None,
+                    debt: None,
+                    plan: None,
                 }
             } else {
                 let s = resp.settlement.unwrap_or_default();
@@ -161,6 +212,9 @@ pub async fn execute(
                     charged: s.charged,
                     released: Some(s.released),
                     overrun: Some(s.overrun),
+                    late: Some(s.late),
+                    debt: Some(s.debt),
+                    plan: Some(parts(&s.plan)),
                 }
             };
             Ok(Reply {
@@ -208,14 +262,13 @@ pub async fn execute(
                 .await
                 .map_err(failure)?;
             let answer = match resp.result {
-                Some(pb::charge_response::Result::Charged(s)) => {
-                    Answer::Charged { charged: s.charged }
-                }
-                Some(pb::charge_response::Result::Denied(d)) => Answer::Denied {
-                    node_id: d.node_id,
-                    remaining: d.remaining,
-                    requested: d.requested,
+                Some(pb::charge_response::Result::Charged(s)) => Answer::Charged {
+                    charged: s.charged,
+                    // A duplicate's record keeps the amount only.
+                    debt: (!resp.duplicate).then_some(s.debt),
+                    plan: (!resp.duplicate).then(|| parts(&s.plan)),
                 },
+                Some(pb::charge_response::Result::Denied(d)) => denied(&d),
                 None => return Err(Failure::Unknown("a charge answer without result".into())),
             };
             Ok(Reply {
@@ -224,12 +277,16 @@ pub async fn execute(
                 duplicate: resp.duplicate,
             })
         }
-        Args::SetLimit { node, amount } => {
+        Args::SetLimit {
+            node,
+            amount,
+            window,
+        } => {
             let r = pb::SetLimitRequest {
                 request_id,
                 sent_at_ms,
                 node: path(node),
-                limit: Some(lifetime_limit(node, *amount)),
+                limit: Some(limit(*amount, *window)),
             };
             let resp = client
                 .call(|ch| {
@@ -244,7 +301,59 @@ pub async fn execute(
                 duplicate: resp.duplicate,
             })
         }
-        Args::CreateNode { path: p } => {
+        Args::AddGrant { node, amount } => {
+            let r = pb::AddGrantRequest {
+                request_id,
+                sent_at_ms,
+                node: path(node),
+                grant: Some(pb::GrantSpec {
+                    currency: CURRENCY.into(),
+                    amount: *amount as i64,
+                    priority: 0,
+                    kind: pb::GrantKind::Prepaid as i32,
+                    effective_at_ms: None,
+                    expires_at_ms: None,
+                    recur: None,
+                    rollover: None,
+                }),
+            };
+            let resp = client
+                .call(|ch| {
+                    let r = r.clone();
+                    async move { pb::admin_client::AdminClient::new(ch).add_grant(r).await }
+                })
+                .await
+                .map_err(failure)?;
+            let grant_id = match resp.first_outcome.as_ref().and_then(|f| f.kind.as_ref()) {
+                Some(pb::recorded::Kind::GrantAdded(g)) => g.grant_id,
+                _ => resp.grant_id,
+            };
+            Ok(Reply {
+                answer: Answer::GrantAdded { grant_id },
+                log_index: Some(resp.log_index),
+                duplicate: resp.duplicate,
+            })
+        }
+        Args::Pause { node } => {
+            let r = pb::PauseNodeRequest {
+                request_id,
+                sent_at_ms,
+                node: path(node),
+            };
+            let resp = client
+                .call(|ch| {
+                    let r = r.clone();
+                    async move { pb::admin_client::AdminClient::new(ch).pause_node(r).await }
+                })
+                .await
+                .map_err(failure)?;
+            Ok(Reply {
+                answer: Answer::Done,
+                log_index: Some(resp.log_index),
+                duplicate: resp.duplicate,
+            })
+        }
+        Args::CreateNode { path: p, funded } => {
             let (parent, name) = match p.rsplit_once('/') {
                 Some((parent, name)) => (path(parent), name.to_owned()),
                 None => (None, p.clone()),
@@ -253,7 +362,7 @@ pub async fn execute(
                 currencies: vec![pb::CurrencySpec {
                     code: CURRENCY.into(),
                     scale: 6,
-                    funded: false,
+                    funded: *funded,
                 }],
                 no_default_cap: true,
             });
@@ -297,6 +406,11 @@ pub async fn execute(
                 .limits
                 .iter()
                 .find(|l| l.currency == CURRENCY && l.role.is_none());
+            let grants: Vec<&pb::GrantView> = view
+                .grants
+                .iter()
+                .filter(|g| g.currency == CURRENCY)
+                .collect();
             Ok(Reply {
                 answer: Answer::Account {
                     held: account.map_or(0, |a| a.held),
@@ -304,6 +418,14 @@ pub async fn execute(
                     cap: limit.map(|l| l.amount),
                     limit_spent: limit.map(|l| l.spent),
                     limit_held: limit.map(|l| l.held),
+                    window: limit.and_then(|l| l.window.as_ref()).and_then(window_of),
+                    debt: account.map(|a| a.debt),
+                    pool: (!grants.is_empty()).then(|| {
+                        (
+                            grants.iter().map(|g| g.remaining).sum(),
+                            grants.iter().map(|g| g.held).sum(),
+                        )
+                    }),
                 },
                 log_index: None,
                 duplicate: false,
@@ -335,5 +457,111 @@ pub async fn execute(
                 duplicate: false,
             })
         }
+        Args::Grants { node } => {
+            let r = pb::GrantsRequest {
+                target: Some(pb::grants_request::Target::Node(pb::NodeRef {
+                    node: Some(pb::node_ref::Node::Path(node.clone())),
+                })),
+                allow_stale: false,
+            };
+            let resp = client
+                .call(|ch| {
+                    let r = r.clone();
+                    async move { pb::budget_client::BudgetClient::new(ch).grants(r).await }
+                })
+                .await
+                .map_err(failure)?;
+            Ok(Reply {
+                answer: Answer::Grants {
+                    grants: resp
+                        .grants
+                        .iter()
+                        .filter(|g| g.currency == CURRENCY)
+                        .map(|g| GrantView {
+                            id: g.id,
+                            amount: g.amount,
+                            remaining: g.remaining,
+                            held: g.held,
+                            expired: g.expired,
+                        })
+                        .collect(),
+                },
+                log_index: None,
+                duplicate: false,
+            })
+        }
+        Args::Expiries { marker } => watch_expiries(client, marker).await,
     }
+}
+
+/// Reads the `hold_expired` events from the first event on, from the member the client tries
+/// first, until the `Paused` event of `marker` (paused just before, and by nothing else):
+/// every expiry before the marker is then in the answer. A member that no longer keeps the
+/// first event (it joined through a snapshot) answers OUT_OF_RANGE: a definite failure, so
+/// that the caller tries another member.
+async fn watch_expiries(client: &Client, marker: &str) -> Result<Reply, Failure> {
+    let r = pb::WatchRequest {
+        from_index: 1,
+        kinds: vec!["governance.hold_expired".into(), "governance.paused".into()],
+        node: None,
+    };
+    let show = pb::ShowRequest {
+        node: path(marker),
+        allow_stale: true,
+    };
+    let marker_id = client
+        .call(|ch| {
+            let r = show.clone();
+            async move { pb::budget_client::BudgetClient::new(ch).show(r).await }
+        })
+        .await
+        .map_err(failure)?
+        .node
+        .map_or(0, |n| n.id);
+    let mut stream = client
+        .call(|ch| {
+            let r = r.clone();
+            async move { pb::meter_client::MeterClient::new(ch).watch(r).await }
+        })
+        .await
+        .map_err(failure)?;
+    let mut expired = Vec::new();
+    for _ in 0..WATCH_EVENTS_MAX {
+        let next = tokio::time::timeout(WATCH_IDLE, stream.message())
+            .await
+            .map_err(|_| Failure::Unknown("the watch went idle before the marker".into()))?;
+        let event = match next {
+            Ok(Some(event)) => event,
+            Ok(None) => return Err(Failure::Unknown("the watch ended before the marker".into())),
+            Err(status) => return Err(failure(ClientError::Status(status))),
+        };
+        if event.kind == "governance.paused" && event.node_id == marker_id {
+            return Ok(Reply {
+                answer: Answer::Expiries { expired },
+                log_index: Some(event.log_index),
+                duplicate: false,
+            });
+        }
+        if event.kind != "governance.hold_expired" {
+            continue;
+        }
+        let json: serde_json::Value = serde_json::from_str(&event.json)
+            .map_err(|e| Failure::Unknown(format!("an event that is not JSON: {e}")))?;
+        let field = |name: &str| json.get(name).and_then(serde_json::Value::as_u64);
+        let (Some(reservation_id), Some(amount)) = (field("reservation_id"), field("amount"))
+        else {
+            return Err(Failure::Unknown(format!(
+                "a hold_expired event without its fields: {}",
+                event.json
+            )));
+        };
+        expired.push(Expiry {
+            reservation_id,
+            node_id: event.node_id,
+            amount,
+            log_index: event.log_index,
+            at_ms: event.at_ms,
+        });
+    }
+    Err(Failure::Unknown("too many events before the marker".into()))
 }

@@ -454,6 +454,11 @@ impl State {
             .is_some_and(|entry| entry.forget_at_ms >= now_ms)
     }
 
+    /// Whether `id` took effect and is still remembered: a retry of it is a duplicate.
+    pub fn remembers_request(&self, id: &str) -> bool {
+        self.is_remembered(crate::hash::fingerprint128(id.as_bytes()), self.now_ms)
+    }
+
     /// The request-id table is at its cap: a new request needs a sweep, or is refused.
     pub(crate) fn remembered_full(&self) -> bool {
         self.dedup.map.len() >= limits::REMEMBERED_REQUESTS_MAX

@@ -12,7 +12,12 @@
 //! So this member tracks, per request id, the writes it has queued and not yet seen answered
 //! by Raft, and the denials it has answered:
 //! - the fast path stays off for an id with an attempt in flight (the log orders them);
-//! - an attempt arriving after a denial of its id gets that denial again, and is not written.
+//! - an attempt arriving after a denial of its id gets that denial again, and is not written,
+//!   unless an attempt is in flight or the id took effect after all (two attempts written
+//!   while none was answered: the first denied, the second, after room was made, applied;
+//!   the state machine remembers the second). That is decided after a read barrier, so the
+//!   applied state holds every attempt that committed anywhere, and a member that is no
+//!   longer the leader answers nothing from here.
 //!
 //! Attempts of an earlier leader need nothing here: once this leader has committed an entry
 //! of its own term (every read barrier waits for that), each of them is either applied, and
@@ -70,7 +75,10 @@ pub struct Answered {
 pub enum Begin {
     /// Write it; the ticket marks the attempt in flight until it is dropped.
     Write(Option<Ticket>),
-    /// An earlier attempt of this request id was denied: answer the same.
+    /// An earlier attempt of this request id was denied: take a read barrier and ask again.
+    Confirm,
+    /// An earlier attempt of this request id was denied, and none took effect: answer the
+    /// same.
     Denied(Answer),
 }
 
@@ -87,6 +95,11 @@ impl Ticket {
     pub fn denied(&self, answer: Answer, retention_ms: u64, now_ms: u64) {
         let mut inner = self.answered.lock();
         inner.remember(self.key, self.sent_at_ms, answer, retention_ms, now_ms);
+    }
+
+    /// This attempt took effect: an earlier denial of the id is void.
+    pub fn applied(&self) {
+        self.answered.lock().denied.remove(&self.key);
     }
 }
 
@@ -110,7 +123,8 @@ pub struct Decision<'a> {
 }
 
 impl Decision<'_> {
-    /// The denial an earlier attempt of this id got.
+    /// The denial an earlier attempt of this id got. Ask after [`Decision::must_write`], and
+    /// only answer it if the id is not remembered as applied.
     pub fn earlier(&self) -> Option<Answer> {
         self.inner.denied.get(&self.key).cloned()
     }
@@ -142,14 +156,29 @@ impl Answered {
         self.inner.lock().expect("answered requests")
     }
 
-    /// Called before a command is queued for the log.
-    pub fn begin(self: &Arc<Self>, command: &Command) -> Begin {
-        let Some((key, sent_at_ms)) = key_of(command) else {
+    /// Called before a command is queued for the log. `confirmed`: a read barrier returned
+    /// since the last [`Begin::Confirm`]; `remembers` tells whether the applied state
+    /// remembers the request id as applied.
+    pub fn begin(
+        self: &Arc<Self>,
+        command: &Command,
+        confirmed: bool,
+        remembers: impl FnOnce(&str) -> bool,
+    ) -> Begin {
+        let (Some((key, sent_at_ms)), Some(request)) = (key_of(command), &command.request) else {
             return Begin::Write(None);
         };
         let mut inner = self.lock();
-        if let Some(answer) = inner.denied.get(&key) {
-            return Begin::Denied(answer.clone());
+        if !inner.in_flight.contains_key(&key) {
+            if let Some(answer) = inner.denied.get(&key) {
+                if !confirmed {
+                    return Begin::Confirm;
+                }
+                if !remembers(&request.id) {
+                    return Begin::Denied(answer.clone());
+                }
+                inner.denied.remove(&key);
+            }
         }
         *inner.in_flight.entry(key).or_insert(0) += 1;
         Begin::Write(Some(Ticket {
@@ -245,7 +274,7 @@ mod tests {
     fn the_fast_path_stands_aside_while_an_attempt_is_in_flight() {
         let answered = Arc::new(Answered::default());
         let command = reserve("r1");
-        let Begin::Write(Some(ticket)) = answered.begin(&command) else {
+        let Begin::Write(Some(ticket)) = begin(&answered, &command, false) else {
             panic!("a first attempt is written");
         };
         assert!(answered
@@ -260,6 +289,13 @@ mod tests {
         assert_eq!(answered.in_flight(), 0);
     }
 
+    fn begin(answered: &Arc<Answered>, command: &Command, remembered: bool) -> Begin {
+        match answered.begin(command, false, |_| remembered) {
+            Begin::Confirm => answered.begin(command, true, |_| remembered),
+            other => other,
+        }
+    }
+
     #[test]
     fn an_attempt_after_a_denial_gets_the_same_denial_and_is_not_written() {
         let answered = Arc::new(Answered::default());
@@ -268,13 +304,59 @@ mod tests {
             .decide(&command)
             .expect("a request id")
             .deny(denial(), 600_000, 2_000);
-        match answered.begin(&command) {
+        assert!(
+            matches!(answered.begin(&command, false, |_| false), Begin::Confirm),
+            "answered only after a read barrier"
+        );
+        match begin(&answered, &command, false) {
             Begin::Denied(answer) => assert_eq!(answer.log_index, 7),
-            Begin::Write(_) => panic!("a late attempt of a denied id must not be written"),
+            _ => panic!("a late attempt of a denied id must not be written"),
         }
         // Another id is unaffected.
         assert!(matches!(
-            answered.begin(&reserve("r2")),
+            begin(&answered, &reserve("r2"), false),
+            Begin::Write(Some(_))
+        ));
+    }
+
+    #[test]
+    fn a_denial_is_void_once_another_attempt_took_effect() {
+        let answered = Arc::new(Answered::default());
+        let command = reserve("r1");
+        // Two attempts written while neither was answered: the first denied...
+        let Begin::Write(Some(first)) = begin(&answered, &command, false) else {
+            panic!("written");
+        };
+        let Begin::Write(Some(second)) = begin(&answered, &command, false) else {
+            panic!("written");
+        };
+        first.denied(denial(), 600_000, 2_000);
+        drop(first);
+        // ...a third attempt while the second is in flight goes behind it in the log...
+        assert!(matches!(
+            begin(&answered, &command, false),
+            Begin::Write(Some(_))
+        ));
+        // ...and the second applied: the denial is void.
+        second.applied();
+        drop(second);
+        assert!(matches!(
+            begin(&answered, &command, false),
+            Begin::Write(Some(_))
+        ));
+    }
+
+    #[test]
+    fn a_denial_is_not_answered_for_an_id_the_state_remembers() {
+        let answered = Arc::new(Answered::default());
+        let command = reserve("r1");
+        answered
+            .decide(&command)
+            .expect("a request id")
+            .deny(denial(), 600_000, 2_000);
+        // Applied through another leader meanwhile: write it, to get the duplicate's answer.
+        assert!(matches!(
+            begin(&answered, &command, true),
             Begin::Write(Some(_))
         ));
     }
@@ -283,12 +365,15 @@ mod tests {
     fn a_denial_through_the_log_is_remembered_by_its_ticket() {
         let answered = Arc::new(Answered::default());
         let command = reserve("r1");
-        let Begin::Write(Some(ticket)) = answered.begin(&command) else {
+        let Begin::Write(Some(ticket)) = begin(&answered, &command, false) else {
             panic!("a first attempt is written");
         };
         ticket.denied(denial(), 600_000, 2_000);
         drop(ticket);
-        assert!(matches!(answered.begin(&command), Begin::Denied(_)));
+        assert!(matches!(
+            begin(&answered, &command, false),
+            Begin::Denied(_)
+        ));
     }
 
     #[test]
@@ -306,7 +391,7 @@ mod tests {
             .deny(denial(), 600_000, later);
         assert_eq!(answered.denials_kept(), 1);
         assert!(matches!(
-            answered.begin(&reserve("old")),
+            begin(&answered, &reserve("old"), false),
             Begin::Write(Some(_))
         ));
     }
@@ -315,7 +400,7 @@ mod tests {
     fn commands_without_a_request_id_pass() {
         let answered = Arc::new(Answered::default());
         assert!(matches!(
-            answered.begin(&Command::tick()),
+            begin(&answered, &Command::tick(), false),
             Begin::Write(None)
         ));
         assert!(answered.decide(&Command::tick()).is_none());

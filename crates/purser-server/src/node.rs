@@ -251,9 +251,17 @@ impl PurserNode {
     /// (see `answered.rs`).
     pub async fn write(&self, command: Command) -> Result<Written, WriteError> {
         let queued = Instant::now();
-        let ticket = match self.answered.begin(&command) {
-            Begin::Write(ticket) => ticket,
-            Begin::Denied(answer) => return Ok(answer.written()),
+        let mut confirmed = false;
+        let ticket = loop {
+            let remembers = |id: &str| self.sm.read(|state, _| state.remembers_request(id));
+            match self.answered.begin(&command, confirmed, remembers) {
+                Begin::Write(ticket) => break ticket,
+                Begin::Denied(answer) => return Ok(answer.written()),
+                Begin::Confirm => {
+                    self.barrier().await?;
+                    confirmed = true;
+                }
+            }
         };
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
@@ -325,9 +333,7 @@ impl PurserNode {
     /// id is in flight here, answers an earlier denial of the id again, and records its own
     /// before answering (`answered.rs`).
     pub async fn fast_denial(&self, command: &Command) -> Option<(Denial, u64)> {
-        if let Some(earlier) = self.answered.decide(command)?.earlier() {
-            return Some((earlier.denial, earlier.log_index));
-        }
+        let id = &command.request.as_ref()?.id;
         if !self.is_leader()
             || self
                 .sm
@@ -340,11 +346,13 @@ impl PurserNode {
         // Decided with no attempt of this id able to start meanwhile: the state read here is
         // newer than the barrier, which only makes it more recent, still linearizable.
         let decision = self.answered.decide(command)?;
-        if let Some(earlier) = decision.earlier() {
-            return Some((earlier.denial, earlier.log_index));
-        }
         if decision.must_write() {
             return None;
+        }
+        if let Some(earlier) = decision.earlier() {
+            // Void if another attempt took effect: then the write answers the duplicate.
+            let remembered = self.sm.read(|state, _| state.remembers_request(id));
+            return (!remembered).then_some((earlier.denial, earlier.log_index));
         }
         let now = now_ms();
         let (denial, log_index, retention_ms) = self.sm.read(|state, applied| {
@@ -531,19 +539,22 @@ fn answer(
             let log_index = response.log_id.index;
             let now = now_ms();
             for ((reply, ticket), result) in replies.into_iter().zip(results) {
-                if let (
-                    Some(ticket),
-                    Ok(Applied {
-                        outcome: Outcome::Denied(denial),
-                        ..
-                    }),
-                ) = (&ticket, &result)
-                {
-                    let answer = Answer {
-                        denial: denial.clone(),
-                        log_index,
-                    };
-                    ticket.denied(answer, retention_ms, now);
+                match (&ticket, &result) {
+                    (
+                        Some(ticket),
+                        Ok(Applied {
+                            outcome: Outcome::Denied(denial),
+                            ..
+                        }),
+                    ) => {
+                        let answer = Answer {
+                            denial: denial.clone(),
+                            log_index,
+                        };
+                        ticket.denied(answer, retention_ms, now);
+                    }
+                    (Some(ticket), Ok(_)) => ticket.applied(),
+                    _ => {}
                 }
                 drop(ticket);
                 let _ = reply.send(Ok(Written { log_index, result }));

@@ -1293,17 +1293,33 @@ fn reservation_of(answer: &Answer) -> Option<u64> {
 /// B's (equal only for two denials).
 fn check_real_time(a: &Analysis, v: &mut Verdict) {
     let ops = &a.ops;
+    // A request is one operation from its first attempt on: a retry may be answered with
+    // what an earlier attempt was decided at (a denial the leader repeats), so it is invoked
+    // when the first attempt was.
+    let mut first_invoke: HashMap<&str, u64> = HashMap::new();
+    for op in ops {
+        if let Some(rid) = op.request_id.as_deref() {
+            let t = first_invoke.entry(rid).or_insert(op.invoke_ns);
+            *t = (*t).min(op.invoke_ns);
+        }
+    }
+    let invoked = |op: &Op| {
+        op.request_id
+            .as_deref()
+            .and_then(|rid| first_invoke.get(rid).copied())
+            .unwrap_or(op.invoke_ns)
+    };
     let mut ranked: Vec<(usize, u64)> = (0..ops.len())
         .filter(|&i| ops[i].kind == Kind::Ok && !ops[i].final_phase)
         .filter_map(|i| rank_of(&ops[i]).map(|r| (i, r)))
         .collect();
     let mut by_complete = ranked.clone();
     by_complete.sort_by_key(|&(i, _)| ops[i].complete_ns);
-    ranked.sort_by_key(|&(i, _)| ops[i].invoke_ns);
+    ranked.sort_by_key(|&(i, _)| invoked(&ops[i]));
     let mut next = 0;
     let mut best: Option<(usize, u64)> = None;
     for &(b, rank_b) in &ranked {
-        while next < by_complete.len() && ops[by_complete[next].0].complete_ns < ops[b].invoke_ns {
+        while next < by_complete.len() && ops[by_complete[next].0].complete_ns < invoked(&ops[b]) {
             let (i, r) = by_complete[next];
             if best.is_none_or(|(_, m)| r > m) {
                 best = Some((i, r));

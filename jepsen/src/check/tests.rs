@@ -295,6 +295,46 @@ fn a_log_order_against_real_time_is_flagged() {
     assert!(v["linearizability"].violations[0].contains("real-time"));
 }
 
+/// A retry of a denied request is answered with the first denial, decided at an index before
+/// the retry was sent; the request was invoked with its first attempt, so that is in order.
+#[test]
+fn a_retry_answered_with_the_first_denial_keeps_the_real_time_order() {
+    let mut h = H::new();
+    h.ok(1, "w1", reserve("r/a", 50), granted(1, 50), 5);
+    let first = h.invoke(2, Some("w2"), reserve("r/a", 10));
+    h.complete(&first, Kind::Info, None, None, false);
+    h.ok(
+        1,
+        "w3",
+        Args::Release { reservation_id: 1 },
+        Answer::Released {
+            reservation_id: 1,
+            amount: 50,
+        },
+        7,
+    );
+    // The first attempt was denied at 6; the retry, sent after the release at 7, gets it.
+    h.ok(2, "w2", reserve("r/a", 10), denied(10), 6);
+    h.finish((0, 0), (0, 0), vec![]);
+    assert_eq!(failing(&h), Vec::<&str>::new(), "{:#?}", h.verdicts());
+    // Without the first attempt, the same answer breaks the real-time order.
+    let mut h = H::new();
+    h.ok(1, "w1", reserve("r/a", 50), granted(1, 50), 5);
+    h.ok(
+        1,
+        "w3",
+        Args::Release { reservation_id: 1 },
+        Answer::Released {
+            reservation_id: 1,
+            amount: 50,
+        },
+        7,
+    );
+    h.ok(2, "w2", reserve("r/a", 10), denied(10), 6);
+    h.finish((0, 0), (0, 0), vec![]);
+    assert_eq!(failing(&h), vec!["linearizability"]);
+}
+
 #[test]
 fn a_stale_read_is_flagged() {
     let mut h = H::new();

@@ -10,7 +10,8 @@
 //!   cargo test -p purser-jepsen --test planted -- --ignored
 //! ```
 //!
-//! `scripts/jepsen.sh --planted double-apply` does the same in one step.
+//! `scripts/jepsen.sh --planted double-apply` (or `skip-root-cap`) does the same for one bug
+//! in one step.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -81,6 +82,20 @@ fn double_apply_is_caught() {
                 .iter()
                 .any(|c| c == "idempotency" || c == "conservation"),
             "double-apply must break idempotency or conservation ({nemesis}): {failed:?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and a purser built with --features planted-bugs"]
+fn skip_root_cap_is_caught() {
+    for nemesis in ["none", "all"] {
+        let (code, verdicts) = run("skip-root-cap", nemesis, "12");
+        let failed = failed(&verdicts);
+        assert_eq!(code, 1, "the harness must fail ({nemesis}): {failed:?}");
+        assert!(
+            failed.iter().any(|c| c == "no-overspend"),
+            "skip-root-cap must overshoot a root's cap ({nemesis}): {failed:?}"
         );
     }
 }

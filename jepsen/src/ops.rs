@@ -433,9 +433,7 @@ pub async fn execute(
         }
         Args::Holds { node } => {
             let r = pb::HoldsRequest {
-                target: Some(pb::holds_request::Target::Node(pb::NodeRef {
-                    node: Some(pb::node_ref::Node::Path(node.clone())),
-                })),
+                target: path(node).map(pb::holds_request::Target::Node),
                 allow_stale: false,
             };
             let resp = client
@@ -459,9 +457,7 @@ pub async fn execute(
         }
         Args::Grants { node } => {
             let r = pb::GrantsRequest {
-                target: Some(pb::grants_request::Target::Node(pb::NodeRef {
-                    node: Some(pb::node_ref::Node::Path(node.clone())),
-                })),
+                target: path(node).map(pb::grants_request::Target::Node),
                 allow_stale: false,
             };
             let resp = client

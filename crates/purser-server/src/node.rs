@@ -505,7 +505,8 @@ async fn batcher(
                 .await;
             drop(permit);
             metrics.raft_write_us.record_duration(proposed.elapsed());
-            let retention_ms = sm.read(|state, _| state.config().request_retention_ms);
+            // Read only when a denial is to be kept: most batches have none.
+            let retention_ms = || sm.read(|state, _| state.config().request_retention_ms);
             answer(result, count, replies, retention_ms);
         });
     }
@@ -526,7 +527,7 @@ fn answer(
     result: WriteResult,
     count: usize,
     replies: Vec<(Reply, Option<Ticket>)>,
-    retention_ms: u64,
+    retention_ms: impl Fn() -> u64,
 ) {
     match result {
         Ok(response) => {
@@ -551,7 +552,7 @@ fn answer(
                             denial: denial.clone(),
                             log_index,
                         };
-                        ticket.denied(answer, retention_ms, now);
+                        ticket.denied(answer, retention_ms(), now);
                     }
                     (Some(ticket), Ok(_)) => ticket.applied(),
                     _ => {}

@@ -461,13 +461,13 @@ pub async fn grant(ctx: &Ctx, command: GrantCommand) -> Result<Done, CliError> {
     let effective_at_ms = a
         .effective
         .as_deref()
-        .map(parse::rfc3339_ms)
+        .map(parse::parse_time)
         .transpose()
         .map_err(|e| format!("--effective: {e}"))?;
     let expires_at_ms = a
         .expires
         .as_deref()
-        .map(parse::rfc3339_ms)
+        .map(parse::parse_time)
         .transpose()
         .map_err(|e| format!("--expires: {e}"))?;
     let recur = a

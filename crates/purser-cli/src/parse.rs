@@ -4,7 +4,7 @@
 
 use purser_client::pb;
 use purser_core::limits::AMOUNT_MAX;
-use purser_core::time::{civil_from_days, days_from_civil, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
+use purser_core::time::{DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 
 pub type ParseResult<T> = Result<T, String>;
 
@@ -211,97 +211,8 @@ pub fn format_window(window: Option<&pb::Window>) -> String {
 
 // ---- times -------------------------------------------------------------------------------
 
-/// RFC 3339, `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)`, as ms since the Unix epoch. Fractions
-/// finer than a millisecond are truncated; times before 1970 are refused.
-pub fn rfc3339_ms(text: &str) -> ParseResult<u64> {
-    let bad = || format!("time {text:?} is not RFC 3339 (like 2026-05-01T00:00:00Z)");
-    let b = text.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> ParseResult<u32> {
-        let part = b.get(range).ok_or_else(bad)?;
-        if !part.iter().all(u8::is_ascii_digit) {
-            return Err(bad());
-        }
-        std::str::from_utf8(part)
-            .map_err(|_| bad())?
-            .parse()
-            .map_err(|_| bad())
-    };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err(bad());
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut i = 19;
-    let mut millis = 0u64;
-    if b[i] == b'.' {
-        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let mut scaled = 0u64;
-        for (k, d) in b[i + 1..i + 1 + digits.min(3)].iter().enumerate() {
-            scaled += u64::from(d - b'0') * 10u64.pow(2 - k as u32);
-        }
-        millis = scaled;
-        i += 1 + digits;
-    }
-    let offset_min: i64 = match b.get(i) {
-        Some(b'Z' | b'z') if b.len() == i + 1 => 0,
-        Some(sign @ (b'+' | b'-')) if b.len() == i + 6 && b[i + 3] == b':' => {
-            let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-            if h > 23 || m > 59 {
-                return Err(bad());
-            }
-            let minutes = i64::from(h * 60 + m);
-            if *sign == b'-' {
-                -minutes
-            } else {
-                minutes
-            }
-        }
-        _ => return Err(bad()),
-    };
-    let days_in_month = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        _ => return Err(bad()),
-    };
-    if day == 0 || day > days_in_month || hour > 23 || minute > 59 || second > 59 {
-        return Err(bad());
-    }
-    let days = days_from_civil(i64::from(year), month, day);
-    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_min * 60;
-    if seconds < 0 {
-        return Err(format!("time {text:?} is before 1970"));
-    }
-    Ok(seconds as u64 * 1000 + millis)
-}
-
-/// ms since the epoch as RFC 3339 in UTC, with milliseconds only when there are some.
-pub fn format_time(ms: u64) -> String {
-    let days = (ms / DAY_MS) as i64;
-    let (year, month, day) = civil_from_days(days);
-    let in_day = ms % DAY_MS;
-    let (h, m, s, milli) = (
-        in_day / HOUR_MS,
-        in_day % HOUR_MS / MINUTE_MS,
-        in_day % MINUTE_MS / SECOND_MS,
-        in_day % SECOND_MS,
-    );
-    if milli == 0 {
-        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
-    } else {
-        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
-    }
-}
+/// Times on the command line: the one grammar of `purser_core::time` (ms, a UTC date, RFC 3339).
+pub use purser_core::time::{format_time, parse_time};
 
 // ---- small structured values -------------------------------------------------------------
 
@@ -538,38 +449,6 @@ mod tests {
         }
         for bad in ["fortnight", "year", "sliding", "sliding:", "rolling:1h", ""] {
             assert!(window(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(rfc3339_ms("1970-01-01T00:00:00Z"), Ok(0));
-        assert_eq!(rfc3339_ms("2026-05-01T00:00:00Z"), Ok(1_777_593_600_000));
-        assert_eq!(
-            rfc3339_ms("2026-05-01T02:00:00.5+02:00"),
-            Ok(1_777_593_600_500)
-        );
-        assert_eq!(
-            rfc3339_ms("2026-04-30T19:00:00.123456-05:00"),
-            Ok(1_777_593_600_123)
-        );
-        assert_eq!(
-            rfc3339_ms("2024-02-29T12:00:00Z").map(format_time),
-            Ok("2024-02-29T12:00:00Z".into())
-        );
-        assert_eq!(format_time(1_777_593_600_123), "2026-05-01T00:00:00.123Z");
-        for bad in [
-            "2026-05-01",
-            "2026-05-01T00:00:00",
-            "2026-02-29T00:00:00Z",
-            "2026-13-01T00:00:00Z",
-            "2026-05-01T24:00:00Z",
-            "2026-05-01T00:00:00+2:00",
-            "2026-05-01T00:00:00.Z",
-            "1969-12-31T23:59:59Z",
-            "2026-05-01T00:00:00Zjunk",
-        ] {
-            assert!(rfc3339_ms(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -47,7 +47,7 @@ pub struct ReportArgs {
 
 pub async fn report(ctx: &Ctx, a: ReportArgs) -> Result<Done, CliError> {
     let time = |flag: &str, text: &str| {
-        purser_server::http::parse_time(text).map_err(|e| CliError(format!("--{flag}: {e}")))
+        parse::parse_time(text).map_err(|e| CliError(format!("--{flag}: {e}")))
     };
     let request = pb::ReportRequest {
         from_ms: time("from", &a.from)?,

@@ -91,9 +91,170 @@ impl Period {
     }
 }
 
+/// The one time grammar of every interface (CLI flags, HTTP query parameters): milliseconds
+/// since the Unix epoch, a UTC date `YYYY-MM-DD` (its midnight), or RFC 3339
+/// `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)`. Fractions finer than a millisecond are truncated;
+/// times before 1970 are refused.
+pub fn parse_time(text: &str) -> Result<u64, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map_err(|_| format!("time {text:?} is out of range"));
+    }
+    let ms = date_ms(text.as_bytes()).ok_or_else(|| {
+        format!(
+            "bad time {text:?}: milliseconds since the epoch, YYYY-MM-DD or RFC 3339 \
+             (like 2026-05-01T00:00:00Z)"
+        )
+    })?;
+    u64::try_from(ms).map_err(|_| format!("time {text:?} is before 1970"))
+}
+
+/// ms since the epoch (negative before 1970) of a date or an RFC 3339 time; `None` when the
+/// text is neither.
+fn date_ms(b: &[u8]) -> Option<i64> {
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (year, month, day) = (digits(b, 0..4)?, digits(b, 5..7)?, digits(b, 8..10)?);
+    if !(1..=days_in_month(year, month)).contains(&day) {
+        return None;
+    }
+    let days = days_from_civil(i64::from(year), month, day);
+    let (in_day_ms, offset_min) = if b.len() == 10 {
+        (0, 0)
+    } else {
+        clock_time(b)?
+    };
+    Some(days * DAY_MS as i64 + in_day_ms - offset_min * MINUTE_MS as i64)
+}
+
+/// The `THH:MM:SS[.fff](Z|±HH:MM)` part of an RFC 3339 time (from byte 10): ms into the day
+/// and the offset in minutes.
+fn clock_time(b: &[u8]) -> Option<(i64, i64)> {
+    if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (hour, minute, second) = (digits(b, 11..13)?, digits(b, 14..16)?, digits(b, 17..19)?);
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0i64;
+    if b[i] == b'.' {
+        let count = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if count == 0 {
+            return None;
+        }
+        for (k, d) in b[i + 1..i + 1 + count.min(3)].iter().enumerate() {
+            millis += i64::from(d - b'0') * 10i64.pow(2 - k as u32);
+        }
+        i += 1 + count;
+    }
+    let offset_min = match b.get(i)? {
+        b'Z' | b'z' if b.len() == i + 1 => 0,
+        sign @ (b'+' | b'-') if b.len() == i + 6 && b[i + 3] == b':' => {
+            let (h, m) = (digits(b, i + 1..i + 3)?, digits(b, i + 4..i + 6)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let minutes = i64::from(h * 60 + m);
+            if *sign == b'-' {
+                -minutes
+            } else {
+                minutes
+            }
+        }
+        _ => return None,
+    };
+    let seconds = i64::from(hour * 3600 + minute * 60 + second);
+    Some((seconds * 1000 + millis, offset_min))
+}
+
+/// The decimal number in `b[range]`, all of whose bytes must be digits.
+fn digits(b: &[u8], range: std::ops::Range<usize>) -> Option<u32> {
+    let part = b.get(range)?;
+    if !part.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(part).ok()?.parse().ok()
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+/// ms since the epoch as RFC 3339 in UTC, with milliseconds only when there are some: the
+/// form [`parse_time`] reads back.
+pub fn format_time(ms: u64) -> String {
+    let (year, month, day) = civil_from_days((ms / DAY_MS) as i64);
+    let in_day = ms % DAY_MS;
+    let (h, m, s, milli) = (
+        in_day / HOUR_MS,
+        in_day % HOUR_MS / MINUTE_MS,
+        in_day % MINUTE_MS / SECOND_MS,
+        in_day % SECOND_MS,
+    );
+    if milli == 0 {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    } else {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_time_grammar() {
+        assert_eq!(parse_time("1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(parse_time("1970-01-01"), Ok(0));
+        assert_eq!(parse_time("2026-11-25"), Ok(1_795_564_800_000));
+        assert_eq!(parse_time("2024-02-29T12:30:00Z"), Ok(1_709_209_800_000));
+        assert_eq!(parse_time("2024-02-29 12:30:00.5z"), Ok(1_709_209_800_500));
+        assert_eq!(
+            parse_time("2024-02-29T14:30:00.123456+02:00"),
+            Ok(1_709_209_800_123)
+        );
+        assert_eq!(
+            parse_time("2024-02-29T10:30:00-02:00"),
+            Ok(1_709_209_800_000)
+        );
+        assert_eq!(
+            parse_time("2026-04-30T19:00:00.123456-05:00"),
+            Ok(1_777_593_600_123)
+        );
+        assert_eq!(format_time(1_777_593_600_123), "2026-05-01T00:00:00.123Z");
+        assert_eq!(format_time(1_709_209_800_000), "2024-02-29T12:30:00Z");
+        for bad in [
+            "",
+            "2026-13-01",
+            "2023-02-29",
+            "2026-04-31",
+            "yesterday",
+            "2026-05-01T",
+            "2026-05-01T24:00:00Z",
+            "2026-05-01T00:00:00",
+            "2026-05-01T00:00:00.Z",
+            "2026-05-01T00:00:00+1:00",
+            "1969-12-31T23:59:59Z",
+            "99999999999999999999999",
+            "2026-05-01T00:00:00Zjunk",
+            "2026-05-01T00:00:00+24:00",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad:?} parsed");
+        }
+        for ms in [0, 1_709_209_800_000, 1_709_209_800_123, 253_402_300_799_999] {
+            assert_eq!(parse_time(&format_time(ms)), Ok(ms));
+        }
+    }
 
     fn ms(y: i64, m: u32, d: u32) -> u64 {
         days_from_civil(y, m, d) as u64 * DAY_MS

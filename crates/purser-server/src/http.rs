@@ -91,8 +91,8 @@ async fn report(
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_decode(value).ok_or_else(|| bad(format!("bad encoding in {key}")))?;
         match key {
-            "from" => request.from_ms = parse_time(&value).map_err(bad)?,
-            "to" => request.to_ms = parse_time(&value).map_err(bad)?,
+            "from" => request.from_ms = purser_core::time::parse_time(&value).map_err(bad)?,
+            "to" => request.to_ms = purser_core::time::parse_time(&value).map_err(bad)?,
             "group_by" => {
                 request.group_by = value
                     .split(',')
@@ -187,48 +187,6 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Milliseconds since the Unix epoch, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC).
-pub fn parse_time(s: &str) -> Result<u64, String> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(ms);
-    }
-    let err = || format!("bad time {s:?}: milliseconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ");
-    let (date, time) = match s.split_once('T') {
-        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(err)?)),
-        None => (s, None),
-    };
-    let mut d = date.split('-').map(|p| p.parse::<i64>().map_err(|_| err()));
-    let (y, m, day) = (
-        d.next().ok_or_else(err)??,
-        d.next().ok_or_else(err)??,
-        d.next().ok_or_else(err)??,
-    );
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return Err(err());
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let mut seconds = days * 86_400;
-    if let Some(t) = time {
-        let mut p = t.split(':').map(|p| p.parse::<i64>().map_err(|_| err()));
-        let (h, mi, se) = (
-            p.next().ok_or_else(err)??,
-            p.next().ok_or_else(err)??,
-            p.next().ok_or_else(err)??,
-        );
-        if !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..61).contains(&se) {
-            return Err(err());
-        }
-        seconds += h * 3600 + mi * 60 + se;
-    }
-    u64::try_from(seconds * 1000).map_err(|_| err())
-}
-
 /// Where the HTTP endpoint of a member listens by default: its client port + 200.
 pub fn default_addr(client: SocketAddr) -> SocketAddr {
     SocketAddr::new(client.ip(), client.port().wrapping_add(200))
@@ -239,13 +197,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_parse_as_utc() {
-        assert_eq!(parse_time("1700000000000"), Ok(1_700_000_000_000));
-        assert_eq!(parse_time("1970-01-01"), Ok(0));
-        assert_eq!(parse_time("2026-11-25"), Ok(1_795_564_800_000));
-        assert_eq!(parse_time("2024-02-29T12:30:00Z"), Ok(1_709_209_800_000));
-        assert!(parse_time("2026-13-01").is_err());
-        assert!(parse_time("yesterday").is_err());
+    fn percent_decoding() {
         assert_eq!(percent_decode("a%2Fb+c").as_deref(), Some("a/b c"));
         assert_eq!(percent_decode("%zz"), None);
     }

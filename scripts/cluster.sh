@@ -20,7 +20,7 @@ command=${1:-}
 dir=${2:-./.purser-cluster}
 [ -n "$command" ] || usage
 repo=$(cd "$(dirname "$0")/.." && pwd)
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/purser/target}"
+. "$repo/scripts/setup.sh"
 bin="${PURSER_BIN:-$CARGO_TARGET_DIR/release/purser}"
 members=(1 2 3)
 endpoints=http://127.0.0.1:7600,http://127.0.0.1:7601,http://127.0.0.1:7602
@@ -58,7 +58,8 @@ has_leader() {
 
 start() {
   if [ -z "${PURSER_BIN:-}" ]; then
-    (cd "$repo" && cargo build --release -p purser-cli)
+    purser_setup
+    (cd "$repo" && cargo build --release --locked -p purser-cli)
   fi
   mkdir -p "$dir"
   for i in "${members[@]}"; do

@@ -39,17 +39,10 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "scripts/jepsen.sh needs root (network namespaces and iptables)" >&2
   exit 2
 fi
-need_apt=()
-command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
-command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
-# The wall-clock nemesis runs each member under libfaketime.
-compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || need_apt+=(libfaketime)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing: ${need_apt[*]}"
-  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
-fi
-
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/purser/target}"
+# Namespaces and links (iproute2), rules inside them (iptables), and libfaketime for the
+# wall-clock nemesis.
+. scripts/setup.sh
+purser_setup iproute2 iptables libfaketime
 release="$CARGO_TARGET_DIR/release"
 args=(run --time "$time" --nemesis "$nemesis" --nodes "$nodes")
 [ -n "$seed" ] && args+=(--seed "$seed")

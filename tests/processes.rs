@@ -90,13 +90,7 @@ fn client(addrs: &[SocketAddr], timeout: Duration) -> Client {
 
 async fn status(addr: SocketAddr) -> Option<pb::StatusResponse> {
     let c = client(&[addr], Duration::from_secs(1));
-    c.call(|ch| async move {
-        pb::cluster_client::ClusterClient::new(ch)
-            .status(pb::StatusRequest {})
-            .await
-    })
-    .await
-    .ok()
+    c.status(pb::StatusRequest {}).await.ok()
 }
 
 async fn wait_for<T>(what: &str, within: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
@@ -153,13 +147,7 @@ async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_reservation() {
             .collect(),
     };
     let admin = client(&addrs, Duration::from_secs(20));
-    admin
-        .call(|c| {
-            let r = init.clone();
-            async move { pb::cluster_client::ClusterClient::new(c).init(r).await }
-        })
-        .await
-        .expect("init");
+    admin.init(init).await.expect("init");
     let create = pb::CreateNodeRequest {
         request_id: "root".into(),
         sent_at_ms: purser_client::now_ms(),
@@ -176,13 +164,7 @@ async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_reservation() {
             no_default_cap: true,
         }),
     };
-    admin
-        .call(|c| {
-            let r = create.clone();
-            async move { pb::admin_client::AdminClient::new(c).create_node(r).await }
-        })
-        .await
-        .expect("create root");
+    admin.create_node(create).await.expect("create root");
 
     let shared = Arc::new(client(&addrs, Duration::from_secs(30)));
     let mut workers = Vec::new();
@@ -200,14 +182,11 @@ async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_reservation() {
                     ttl_ms: 600_000,
                     attributes: None,
                 };
-                let answer = c
-                    .call(|ch| {
-                        let r = request.clone();
-                        async move { pb::budget_client::BudgetClient::new(ch).reserve(r).await }
-                    })
-                    .await;
+                let answer = c.reserve(request.clone()).await;
                 if let Ok(answer) = answer {
-                    if let Some(pb::reserve_response::Result::Granted(g)) = answer.result {
+                    if let Some(pb::reserve_response::Result::Granted(g)) =
+                        answer.into_inner().result
+                    {
                         acked.push((request, g.reservation_id));
                     }
                 }
@@ -239,15 +218,9 @@ async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_reservation() {
     );
     // Retrying every acknowledged request returns its first reservation: applied once.
     for (request, reservation) in &acked {
-        let again = shared
-            .call(|ch| {
-                let r = request.clone();
-                async move { pb::budget_client::BudgetClient::new(ch).reserve(r).await }
-            })
-            .await
-            .expect("retry");
+        let again = shared.reserve(request.clone()).await.expect("retry");
         assert!(again.duplicate, "{} was forgotten", request.request_id);
-        match again.result {
+        match &again.result {
             Some(pb::reserve_response::Result::Granted(g)) => {
                 assert_eq!(g.reservation_id, *reservation)
             }
@@ -258,13 +231,7 @@ async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_reservation() {
         node: path("acme"),
         allow_stale: false,
     };
-    let shown = shared
-        .call(|ch| {
-            let r = show.clone();
-            async move { pb::budget_client::BudgetClient::new(ch).show(r).await }
-        })
-        .await
-        .expect("show");
+    let shown = shared.show(show).await.expect("show");
     let held = shown.node.expect("node").accounts[0].held;
     assert!(
         held >= 3 * acked.len() as u64,

@@ -354,12 +354,7 @@ impl Cluster {
 /// Initializes the cluster through node 1.
 pub async fn init(request: pb::InitRequest) -> Result<(), purser_client::ClientError> {
     let client = one_client(1, Duration::from_secs(20))?;
-    client
-        .call(|ch| {
-            let r = request.clone();
-            async move { pb::cluster_client::ClusterClient::new(ch).init(r).await }
-        })
-        .await?;
+    client.init(request).await?;
     Ok(())
 }
 
@@ -386,14 +381,7 @@ fn one_client(id: u32, timeout: Duration) -> Result<Client, purser_client::Clien
 /// Node `id`'s own view, or None if it does not answer within about a second.
 pub async fn status(id: u32) -> Option<pb::StatusResponse> {
     let client = one_client(id, Duration::from_secs(1)).ok()?;
-    client
-        .call(|ch| async move {
-            pb::cluster_client::ClusterClient::new(ch)
-                .status(pb::StatusRequest {})
-                .await
-        })
-        .await
-        .ok()
+    client.status(pb::StatusRequest {}).await.ok()
 }
 
 /// The first node that says it leads.
@@ -448,11 +436,7 @@ fn waiting_client(id: u32, timeout: Duration) -> Result<Client, String> {
 pub async fn transfer_leader(from: u32, to: u32) -> Result<Option<u64>, String> {
     let client = waiting_client(from, Duration::from_secs(8))?;
     let r = client
-        .call(|ch| async move {
-            pb::cluster_client::ClusterClient::new(ch)
-                .transfer_leader(pb::TransferLeaderRequest { id: u64::from(to) })
-                .await
-        })
+        .transfer_leader(pb::TransferLeaderRequest { id: u64::from(to) })
         .await
         .map_err(|e| e.to_string())?;
     Ok(r.leader_id)
@@ -461,11 +445,7 @@ pub async fn transfer_leader(from: u32, to: u32) -> Result<Option<u64>, String> 
 /// Removes member `id` (voter or learner); the log index of the last membership entry.
 pub async fn remove(admin: &Client, id: u32) -> Result<u64, String> {
     let r = admin
-        .call(|ch| async move {
-            pb::cluster_client::ClusterClient::new(ch)
-                .remove(pb::RemoveRequest { id: u64::from(id) })
-                .await
-        })
+        .remove(pb::RemoveRequest { id: u64::from(id) })
         .await
         .map_err(|e| e.to_string())?;
     Ok(r.log_index)
@@ -480,22 +460,11 @@ pub async fn add_voter(admin: &Client, id: u32) -> Result<u64, String> {
         blocking: true,
     };
     admin
-        .call(|ch| {
-            let r = add.clone();
-            async move {
-                pb::cluster_client::ClusterClient::new(ch)
-                    .add_learner(r)
-                    .await
-            }
-        })
+        .add_learner(add)
         .await
         .map_err(|e| format!("add-learner: {e}"))?;
     let r = admin
-        .call(|ch| async move {
-            pb::cluster_client::ClusterClient::new(ch)
-                .promote(pb::PromoteRequest { id: u64::from(id) })
-                .await
-        })
+        .promote(pb::PromoteRequest { id: u64::from(id) })
         .await
         .map_err(|e| format!("promote: {e}"))?;
     Ok(r.log_index)
@@ -505,11 +474,7 @@ pub async fn add_voter(admin: &Client, id: u32) -> Result<u64, String> {
 pub async fn snapshot(id: u32, purge: bool) -> Result<u64, String> {
     let client = waiting_client(id, Duration::from_secs(12))?;
     let r = client
-        .call(|ch| async move {
-            pb::cluster_client::ClusterClient::new(ch)
-                .snapshot(pb::SnapshotRequest { purge })
-                .await
-        })
+        .snapshot(pb::SnapshotRequest { purge })
         .await
         .map_err(|e| e.to_string())?;
     Ok(r.snapshot_index)

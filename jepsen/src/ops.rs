@@ -1,7 +1,7 @@
 //! Sends one operation through purser-client (leader discovery, redirects, retries with the
 //! same request) and turns the answer into the history's terms.
 
-use purser_client::{pb, Client, ClientError};
+use purser_client::{pb, Acknowledged, Client, ClientError, Mutated};
 use tonic::Code;
 
 use crate::history::{Answer, Args, Expiry, GrantView, Part, Window};
@@ -117,13 +117,18 @@ fn recorded_settle(first: &Option<pb::Recorded>) -> Option<(u64, u64)> {
     }
 }
 
+/// Sends one operation. A mutation carries `request_id` and `sent_at_ms` (the history's
+/// invoke event names them before the call); a read ignores both.
 pub async fn execute(
     client: &Client,
     args: &Args,
     request_id: &str,
     sent_at_ms: u64,
 ) -> Result<Reply, Failure> {
-    let request_id = request_id.to_owned();
+    let ids = Ids {
+        request_id: request_id.to_owned(),
+        sent_at_ms,
+    };
     match args {
         Args::Reserve {
             node,
@@ -131,363 +136,313 @@ pub async fn execute(
             max,
             exact,
             ttl_ms,
-        } => {
-            let amount = if *exact {
-                pb::reserve_request::Amount::Exact(*min as i64)
-            } else {
-                pb::reserve_request::Amount::Range(pb::AmountRange {
-                    min: *min as i64,
-                    max: *max as i64,
-                })
-            };
-            let r = pb::ReserveRequest {
-                request_id,
-                sent_at_ms,
-                node: path(node),
-                currency: CURRENCY.into(),
-                amount: Some(amount),
-                ttl_ms: *ttl_ms,
-                attributes: None,
-            };
-            let resp = client
-                .call(|ch| {
-                    let r = r.clone();
-                    async move { pb::budget_client::BudgetClient::new(ch).reserve(r).await }
-                })
-                .await
-                .map_err(failure)?;
-            let answer = match resp.result {
-                Some(pb::reserve_response::Result::Granted(g)) => Answer::Granted {
-                    reservation_id: g.reservation_id,
-                    amount: g.amount,
-                    expires_at_ms: Some(g.expires_at_ms).filter(|&e| e > 0),
-                    plan: (!resp.duplicate).then(|| parts(&g.plan)),
-                },
-                Some(pb::reserve_response::Result::Denied(d)) => denied(&d),
-                None => return Err(Failure::Unknown("a reserve answer without result".into())),
-            };
-            Ok(Reply {
-                answer,
-                log_index: Some(resp.log_index),
-                duplicate: resp.duplicate,
-            })
-        }
+        } => reserve(client, ids, node, (*min, *max, *exact), *ttl_ms).await,
         Args::Commit {
             reservation_id,
             actual,
-        } => {
-            let r = pb::CommitRequest {
-                request_id,
-                sent_at_ms,
-                reservation_id: *reservation_id,
-                actual: Some(pb::commit_request::Actual::Amount(*actual as i64)),
-            };
-            let resp = client
-                .call(|ch| {
-                    let r = r.clone();
-                    async move { pb::budget_client::BudgetClient::new(ch).commit(r).await }
-                })
-                .await
-                .map_err(failure)?;
-            let answer = if resp.duplicate {
-                let (rid, charged) = recorded_settle(&resp.first_outcome)
-                    .or(resp
-                        .settlement
-                        .as_ref()
-                        .map(|s| (s.reservation_id.unwrap_or(0), s.charged)))
-                    .unwrap_or((0, 0));
-                Answer::Settled {
-                    reservation_id: rid,
-                    charged,
-                    released: None,
-                    overrun: None,
-                    late: None,
-                    debt: None,
-                    plan: None,
-                }
-            } else {
-                let s = resp.settlement.unwrap_or_default();
-                Answer::Settled {
-                    reservation_id: s.reservation_id.unwrap_or(0),
-                    charged: s.charged,
-                    released: Some(s.released),
-                    overrun: Some(s.overrun),
-                    late: Some(s.late),
-                    debt: Some(s.debt),
-                    plan: Some(parts(&s.plan)),
-                }
-            };
-            Ok(Reply {
-                answer,
-                log_index: Some(resp.log_index),
-                duplicate: resp.duplicate,
-            })
-        }
-        Args::Release { reservation_id } => {
-            let r = pb::ReleaseRequest {
-                request_id,
-                sent_at_ms,
-                reservation_id: *reservation_id,
-            };
-            let resp = client
-                .call(|ch| {
-                    let r = r.clone();
-                    async move { pb::budget_client::BudgetClient::new(ch).release(r).await }
-                })
-                .await
-                .map_err(failure)?;
-            Ok(Reply {
-                answer: Answer::Released {
-                    reservation_id: resp.reservation_id,
-                    amount: resp.amount,
-                },
-                log_index: Some(resp.log_index),
-                duplicate: resp.duplicate,
-            })
-        }
-        Args::Charge { node, amount } => {
-            let r = pb::ChargeRequest {
-                request_id,
-                sent_at_ms,
-                node: path(node),
-                currency: CURRENCY.into(),
-                actual: Some(pb::charge_request::Actual::Amount(*amount as i64)),
-                attributes: None,
-            };
-            let resp = client
-                .call(|ch| {
-                    let r = r.clone();
-                    async move { pb::budget_client::BudgetClient::new(ch).charge(r).await }
-                })
-                .await
-                .map_err(failure)?;
-            let answer = match resp.result {
-                Some(pb::charge_response::Result::Charged(s)) => Answer::Charged {
-                    charged: s.charged,
-                    // A duplicate's record keeps the amount only.
-                    debt: (!resp.duplicate).then_some(s.debt),
-                    plan: (!resp.duplicate).then(|| parts(&s.plan)),
-                },
-                Some(pb::charge_response::Result::Denied(d)) => denied(&d),
-                None => return Err(Failure::Unknown("a charge answer without result".into())),
-            };
-            Ok(Reply {
-                answer,
-                log_index: Some(resp.log_index),
-                duplicate: resp.duplicate,
-            })
-        }
+        } => commit(client, ids, *reservation_id, *actual).await,
+        Args::Release { reservation_id } => release(client, ids, *reservation_id).await,
+        Args::Charge { node, amount } => charge(client, ids, node, *amount).await,
         Args::SetLimit {
             node,
             amount,
             window,
         } => {
             let r = pb::SetLimitRequest {
-                request_id,
+                request_id: ids.request_id.clone(),
                 sent_at_ms,
                 node: path(node),
                 limit: Some(limit(*amount, *window)),
             };
-            let resp = client
-                .call(|ch| {
-                    let r = r.clone();
-                    async move { pb::admin_client::AdminClient::new(ch).set_limit(r).await }
-                })
-                .await
-                .map_err(failure)?;
-            Ok(Reply {
-                answer: Answer::Done,
-                log_index: Some(resp.log_index),
-                duplicate: resp.duplicate,
-            })
+            let resp = client.set_limit(r).await.map_err(failure)?;
+            Ok(reply(&ids, &resp, Answer::Done))
         }
-        Args::AddGrant { node, amount } => {
-            let r = pb::AddGrantRequest {
-                request_id,
-                sent_at_ms,
-                node: path(node),
-                grant: Some(pb::GrantSpec {
-                    currency: CURRENCY.into(),
-                    amount: *amount as i64,
-                    priority: 0,
-                    kind: pb::GrantKind::Prepaid as i32,
-                    effective_at_ms: None,
-                    expires_at_ms: None,
-                    recur: None,
-                    rollover: None,
-                }),
-            };
-            let resp = client
-                .call(|ch| {
-                    let r = r.clone();
-                    async move { pb::admin_client::AdminClient::new(ch).add_grant(r).await }
-                })
-                .await
-                .map_err(failure)?;
-            let grant_id = match resp.first_outcome.as_ref().and_then(|f| f.kind.as_ref()) {
-                Some(pb::recorded::Kind::GrantAdded(g)) => g.grant_id,
-                _ => resp.grant_id,
-            };
-            Ok(Reply {
-                answer: Answer::GrantAdded { grant_id },
-                log_index: Some(resp.log_index),
-                duplicate: resp.duplicate,
-            })
-        }
+        Args::AddGrant { node, amount } => add_grant(client, ids, node, *amount).await,
         Args::Pause { node } => {
             let r = pb::PauseNodeRequest {
-                request_id,
+                request_id: ids.request_id.clone(),
                 sent_at_ms,
                 node: path(node),
             };
-            let resp = client
-                .call(|ch| {
-                    let r = r.clone();
-                    async move { pb::admin_client::AdminClient::new(ch).pause_node(r).await }
-                })
-                .await
-                .map_err(failure)?;
-            Ok(Reply {
-                answer: Answer::Done,
-                log_index: Some(resp.log_index),
-                duplicate: resp.duplicate,
-            })
+            let resp = client.pause_node(r).await.map_err(failure)?;
+            Ok(reply(&ids, &resp, Answer::Done))
         }
-        Args::CreateNode { path: p, funded } => {
-            let (parent, name) = match p.rsplit_once('/') {
-                Some((parent, name)) => (path(parent), name.to_owned()),
-                None => (None, p.clone()),
-            };
-            let root = parent.is_none().then(|| pb::RootSpec {
-                currencies: vec![pb::CurrencySpec {
-                    code: CURRENCY.into(),
-                    scale: 6,
-                    funded: *funded,
-                }],
-                no_default_cap: true,
-            });
-            let r = pb::CreateNodeRequest {
-                request_id,
-                sent_at_ms,
-                parent,
-                name,
-                kind: if root.is_some() { "org" } else { "team" }.into(),
-                tags: vec![],
-                root,
-            };
-            let resp = client
-                .call(|ch| {
-                    let r = r.clone();
-                    async move { pb::admin_client::AdminClient::new(ch).create_node(r).await }
-                })
-                .await
-                .map_err(failure)?;
-            Ok(Reply {
-                answer: Answer::Done,
-                log_index: Some(resp.log_index),
-                duplicate: resp.duplicate,
-            })
-        }
-        Args::Show { node } => {
-            let r = pb::ShowRequest {
-                node: path(node),
-                allow_stale: false,
-            };
-            let resp = client
-                .call(|ch| {
-                    let r = r.clone();
-                    async move { pb::budget_client::BudgetClient::new(ch).show(r).await }
-                })
-                .await
-                .map_err(failure)?;
-            let view = resp.node.unwrap_or_default();
-            let account = view.accounts.iter().find(|a| a.currency == CURRENCY);
-            let limit = view
-                .limits
-                .iter()
-                .find(|l| l.currency == CURRENCY && l.role.is_none());
-            let grants: Vec<&pb::GrantView> = view
-                .grants
-                .iter()
-                .filter(|g| g.currency == CURRENCY)
-                .collect();
-            Ok(Reply {
-                answer: Answer::Account {
-                    held: account.map_or(0, |a| a.held),
-                    spent: account.map_or(0, |a| a.spent_total),
-                    cap: limit.map(|l| l.amount),
-                    limit_spent: limit.map(|l| l.spent),
-                    limit_held: limit.map(|l| l.held),
-                    window: limit.and_then(|l| l.window.as_ref()).and_then(window_of),
-                    debt: account.map(|a| a.debt),
-                    pool: (!grants.is_empty()).then(|| {
-                        (
-                            grants.iter().map(|g| g.remaining).sum(),
-                            grants.iter().map(|g| g.held).sum(),
-                        )
-                    }),
-                },
-                log_index: None,
-                duplicate: false,
-            })
-        }
-        Args::Holds { node } => {
-            let r = pb::HoldsRequest {
-                target: path(node).map(pb::holds_request::Target::Node),
-                allow_stale: false,
-            };
-            let resp = client
-                .call(|ch| {
-                    let r = r.clone();
-                    async move { pb::budget_client::BudgetClient::new(ch).holds(r).await }
-                })
-                .await
-                .map_err(failure)?;
-            Ok(Reply {
-                answer: Answer::Holds {
-                    holds: resp
-                        .holds
-                        .iter()
-                        .map(|h| (h.reservation_id, h.amount))
-                        .collect(),
-                },
-                log_index: None,
-                duplicate: false,
-            })
-        }
-        Args::Grants { node } => {
-            let r = pb::GrantsRequest {
-                target: path(node).map(pb::grants_request::Target::Node),
-                allow_stale: false,
-            };
-            let resp = client
-                .call(|ch| {
-                    let r = r.clone();
-                    async move { pb::budget_client::BudgetClient::new(ch).grants(r).await }
-                })
-                .await
-                .map_err(failure)?;
-            Ok(Reply {
-                answer: Answer::Grants {
-                    grants: resp
-                        .grants
-                        .iter()
-                        .filter(|g| g.currency == CURRENCY)
-                        .map(|g| GrantView {
-                            id: g.id,
-                            amount: g.amount,
-                            remaining: g.remaining,
-                            held: g.held,
-                            expired: g.expired,
-                        })
-                        .collect(),
-                },
-                log_index: None,
-                duplicate: false,
-            })
-        }
+        Args::CreateNode { path: p, funded } => create_node(client, ids, p, *funded).await,
+        Args::Show { node } => show(client, node).await,
+        Args::Holds { node } => holds(client, node).await,
+        Args::Grants { node } => grants(client, node).await,
         Args::Expiries { marker } => watch_expiries(client, marker).await,
     }
+}
+
+/// The ids a mutation is sent with, as the history's invoke event records them.
+struct Ids {
+    request_id: String,
+    sent_at_ms: u64,
+}
+
+/// A mutation's reply. The ids the client sent must be those the history recorded: that is
+/// what the idempotency checker reads.
+fn reply<T: Acknowledged>(ids: &Ids, resp: &Mutated<T>, answer: Answer) -> Reply {
+    assert_eq!(
+        (resp.request_id.as_str(), resp.sent_at_ms),
+        (ids.request_id.as_str(), ids.sent_at_ms),
+        "the client sent other ids than the history records"
+    );
+    Reply {
+        answer,
+        log_index: Some(resp.log_index()),
+        duplicate: resp.duplicate(),
+    }
+}
+
+/// A read's reply: no log index, never a duplicate.
+fn read(answer: Answer) -> Reply {
+    Reply {
+        answer,
+        log_index: None,
+        duplicate: false,
+    }
+}
+
+async fn reserve(
+    client: &Client,
+    ids: Ids,
+    node: &str,
+    (min, max, exact): (u64, u64, bool),
+    ttl_ms: u64,
+) -> Result<Reply, Failure> {
+    let amount = if exact {
+        pb::reserve_request::Amount::Exact(min as i64)
+    } else {
+        pb::reserve_request::Amount::Range(pb::AmountRange {
+            min: min as i64,
+            max: max as i64,
+        })
+    };
+    let r = pb::ReserveRequest {
+        request_id: ids.request_id.clone(),
+        sent_at_ms: ids.sent_at_ms,
+        node: path(node),
+        currency: CURRENCY.into(),
+        amount: Some(amount),
+        ttl_ms,
+        attributes: None,
+    };
+    let resp = client.reserve(r).await.map_err(failure)?;
+    let answer = match &resp.result {
+        Some(pb::reserve_response::Result::Granted(g)) => Answer::Granted {
+            reservation_id: g.reservation_id,
+            amount: g.amount,
+            expires_at_ms: Some(g.expires_at_ms).filter(|&e| e > 0),
+            plan: (!resp.duplicate).then(|| parts(&g.plan)),
+        },
+        Some(pb::reserve_response::Result::Denied(d)) => denied(d),
+        None => return Err(Failure::Unknown("a reserve answer without result".into())),
+    };
+    Ok(reply(&ids, &resp, answer))
+}
+
+async fn commit(
+    client: &Client,
+    ids: Ids,
+    reservation_id: u64,
+    actual: u64,
+) -> Result<Reply, Failure> {
+    let r = pb::CommitRequest {
+        request_id: ids.request_id.clone(),
+        sent_at_ms: ids.sent_at_ms,
+        reservation_id,
+        actual: Some(pb::commit_request::Actual::Amount(actual as i64)),
+    };
+    let resp = client.settle(r).await.map_err(failure)?;
+    let answer = if resp.duplicate {
+        let (rid, charged) = recorded_settle(&resp.first_outcome)
+            .or(resp
+                .settlement
+                .as_ref()
+                .map(|s| (s.reservation_id.unwrap_or(0), s.charged)))
+            .unwrap_or((0, 0));
+        Answer::Settled {
+            reservation_id: rid,
+            charged,
+            released: None,
+            overrun: None,
+            late: None,
+            debt: None,
+            plan: None,
+        }
+    } else {
+        let s = resp.settlement.clone().unwrap_or_default();
+        Answer::Settled {
+            reservation_id: s.reservation_id.unwrap_or(0),
+            charged: s.charged,
+            released: Some(s.released),
+            overrun: Some(s.overrun),
+            late: Some(s.late),
+            debt: Some(s.debt),
+            plan: Some(parts(&s.plan)),
+        }
+    };
+    Ok(reply(&ids, &resp, answer))
+}
+
+async fn release(client: &Client, ids: Ids, reservation_id: u64) -> Result<Reply, Failure> {
+    let r = pb::ReleaseRequest {
+        request_id: ids.request_id.clone(),
+        sent_at_ms: ids.sent_at_ms,
+        reservation_id,
+    };
+    let resp = client.release(r).await.map_err(failure)?;
+    let answer = Answer::Released {
+        reservation_id: resp.reservation_id,
+        amount: resp.amount,
+    };
+    Ok(reply(&ids, &resp, answer))
+}
+
+async fn charge(client: &Client, ids: Ids, node: &str, amount: u64) -> Result<Reply, Failure> {
+    let r = pb::ChargeRequest {
+        request_id: ids.request_id.clone(),
+        sent_at_ms: ids.sent_at_ms,
+        node: path(node),
+        currency: CURRENCY.into(),
+        actual: Some(pb::charge_request::Actual::Amount(amount as i64)),
+        attributes: None,
+    };
+    let resp = client.charge(r).await.map_err(failure)?;
+    let answer = match &resp.result {
+        Some(pb::charge_response::Result::Charged(s)) => Answer::Charged {
+            charged: s.charged,
+            // A duplicate's record keeps the amount only.
+            debt: (!resp.duplicate).then_some(s.debt),
+            plan: (!resp.duplicate).then(|| parts(&s.plan)),
+        },
+        Some(pb::charge_response::Result::Denied(d)) => denied(d),
+        None => return Err(Failure::Unknown("a charge answer without result".into())),
+    };
+    Ok(reply(&ids, &resp, answer))
+}
+
+async fn add_grant(client: &Client, ids: Ids, node: &str, amount: u64) -> Result<Reply, Failure> {
+    let r = pb::AddGrantRequest {
+        request_id: ids.request_id.clone(),
+        sent_at_ms: ids.sent_at_ms,
+        node: path(node),
+        grant: Some(pb::GrantSpec {
+            currency: CURRENCY.into(),
+            amount: amount as i64,
+            priority: 0,
+            kind: pb::GrantKind::Prepaid as i32,
+            effective_at_ms: None,
+            expires_at_ms: None,
+            recur: None,
+            rollover: None,
+        }),
+    };
+    let resp = client.add_grant(r).await.map_err(failure)?;
+    let grant_id = match resp.first_outcome.as_ref().and_then(|f| f.kind.as_ref()) {
+        Some(pb::recorded::Kind::GrantAdded(g)) => g.grant_id,
+        _ => resp.grant_id,
+    };
+    Ok(reply(&ids, &resp, Answer::GrantAdded { grant_id }))
+}
+
+async fn create_node(client: &Client, ids: Ids, p: &str, funded: bool) -> Result<Reply, Failure> {
+    let (parent, name) = match p.rsplit_once('/') {
+        Some((parent, name)) => (path(parent), name.to_owned()),
+        None => (None, p.to_owned()),
+    };
+    let root = parent.is_none().then(|| pb::RootSpec {
+        currencies: vec![pb::CurrencySpec {
+            code: CURRENCY.into(),
+            scale: 6,
+            funded,
+        }],
+        no_default_cap: true,
+    });
+    let r = pb::CreateNodeRequest {
+        request_id: ids.request_id.clone(),
+        sent_at_ms: ids.sent_at_ms,
+        parent,
+        name,
+        kind: if root.is_some() { "org" } else { "team" }.into(),
+        tags: vec![],
+        root,
+    };
+    let resp = client.create_node(r).await.map_err(failure)?;
+    Ok(reply(&ids, &resp, Answer::Done))
+}
+
+async fn show(client: &Client, node: &str) -> Result<Reply, Failure> {
+    let r = pb::ShowRequest {
+        node: path(node),
+        allow_stale: false,
+    };
+    let resp = client.show(r).await.map_err(failure)?;
+    let view = resp.node.unwrap_or_default();
+    let account = view.accounts.iter().find(|a| a.currency == CURRENCY);
+    let limit = view
+        .limits
+        .iter()
+        .find(|l| l.currency == CURRENCY && l.role.is_none());
+    let grants: Vec<&pb::GrantView> = view
+        .grants
+        .iter()
+        .filter(|g| g.currency == CURRENCY)
+        .collect();
+    Ok(read(Answer::Account {
+        held: account.map_or(0, |a| a.held),
+        spent: account.map_or(0, |a| a.spent_total),
+        cap: limit.map(|l| l.amount),
+        limit_spent: limit.map(|l| l.spent),
+        limit_held: limit.map(|l| l.held),
+        window: limit.and_then(|l| l.window.as_ref()).and_then(window_of),
+        debt: account.map(|a| a.debt),
+        pool: (!grants.is_empty()).then(|| {
+            (
+                grants.iter().map(|g| g.remaining).sum(),
+                grants.iter().map(|g| g.held).sum(),
+            )
+        }),
+    }))
+}
+
+async fn holds(client: &Client, node: &str) -> Result<Reply, Failure> {
+    let r = pb::HoldsRequest {
+        target: path(node).map(pb::holds_request::Target::Node),
+        allow_stale: false,
+    };
+    let resp = client.holds(r).await.map_err(failure)?;
+    Ok(read(Answer::Holds {
+        holds: resp
+            .holds
+            .iter()
+            .map(|h| (h.reservation_id, h.amount))
+            .collect(),
+    }))
+}
+
+async fn grants(client: &Client, node: &str) -> Result<Reply, Failure> {
+    let r = pb::GrantsRequest {
+        target: path(node).map(pb::grants_request::Target::Node),
+        allow_stale: false,
+    };
+    let resp = client.grants(r).await.map_err(failure)?;
+    Ok(read(Answer::Grants {
+        grants: resp
+            .grants
+            .iter()
+            .filter(|g| g.currency == CURRENCY)
+            .map(|g| GrantView {
+                id: g.id,
+                amount: g.amount,
+                remaining: g.remaining,
+                held: g.held,
+                expired: g.expired,
+            })
+            .collect(),
+    }))
 }
 
 /// Reads the `hold_expired` events from the first event on, from the member the client tries
@@ -506,21 +461,12 @@ async fn watch_expiries(client: &Client, marker: &str) -> Result<Reply, Failure>
         allow_stale: true,
     };
     let marker_id = client
-        .call(|ch| {
-            let r = show.clone();
-            async move { pb::budget_client::BudgetClient::new(ch).show(r).await }
-        })
+        .show(show)
         .await
         .map_err(failure)?
         .node
         .map_or(0, |n| n.id);
-    let mut stream = client
-        .call(|ch| {
-            let r = r.clone();
-            async move { pb::meter_client::MeterClient::new(ch).watch(r).await }
-        })
-        .await
-        .map_err(failure)?;
+    let mut stream = client.watch(r).await.map_err(failure)?;
     let mut expired = Vec::new();
     for _ in 0..WATCH_EVENTS_MAX {
         let next = tokio::time::timeout(WATCH_IDLE, stream.message())

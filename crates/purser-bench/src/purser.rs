@@ -5,12 +5,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use purser_client::pb::{
-    self, admin_client::AdminClient, budget_client::BudgetClient, cluster_client::ClusterClient,
-};
-use purser_client::{
-    new_request_id, now_ms, Client, ClientConfig, CoalesceConfig, Coalescer, ItemResult, Op,
-};
+use purser_client::{now_ms, pb, Client, ClientConfig, CoalesceConfig, Coalescer, ItemResult, Op};
 use tokio::task::JoinSet;
 
 use crate::backend::{Backend, NodeAudit, Reserved, Result, Session};
@@ -24,23 +19,11 @@ const HOLD_TTL_MS: u64 = 60_000;
 /// One call, retries included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-macro_rules! call {
-    ($client:expr, $service:ident, $method:ident, $request:expr) => {{
-        let request = $request;
-        $client
-            .call(|channel| {
-                let request = request.clone();
-                async move { $service::new(channel).$method(request).await }
-            })
-            .await
-    }};
-}
-
 pub struct Purser {
     clients: Vec<Arc<Client>>,
     /// One per connection when calls are coalesced into `Batch` RPCs.
     coalescers: Option<Vec<Coalescer>>,
-    /// One client per member, for its own `Stats`.
+    /// One client per member (no redirects), for its own `Stats`.
     members: Vec<Client>,
     /// Purser's node id of each node of the tree, known after setup.
     ids: OnceLock<Arc<Vec<u64>>>,
@@ -59,7 +42,7 @@ impl Purser {
             .collect::<std::result::Result<_, _>>()?;
         let members = endpoints
             .iter()
-            .map(|e| Client::new([e.clone()], config.clone()))
+            .map(|e| Client::member(e.clone(), config.clone()))
             .collect::<std::result::Result<_, _>>()?;
         let clients: Vec<Arc<Client>> = clients;
         let coalescers = coalesce.then(|| {
@@ -105,17 +88,12 @@ fn monthly_limit(amount: i64) -> pb::LimitSpec {
 }
 
 async fn set_limit(client: &Client, id: u64, amount: i64) -> Result<()> {
-    call!(
-        client,
-        AdminClient,
-        set_limit,
-        pb::SetLimitRequest {
-            request_id: new_request_id(),
-            sent_at_ms: now_ms(),
-            node: id_ref(id),
-            limit: Some(monthly_limit(amount)),
-        }
-    )?;
+    let request = pb::SetLimitRequest {
+        node: id_ref(id),
+        limit: Some(monthly_limit(amount)),
+        ..Default::default()
+    };
+    client.set_limit(request).await?;
     Ok(())
 }
 
@@ -128,21 +106,14 @@ async fn create(client: &Client, parent: Option<u64>, name: String, kind: &str) 
         }],
         no_default_cap: true,
     });
-    let response = call!(
-        client,
-        AdminClient,
-        create_node,
-        pb::CreateNodeRequest {
-            request_id: new_request_id(),
-            sent_at_ms: now_ms(),
-            parent: parent.and_then(id_ref),
-            name: name.clone(),
-            kind: kind.into(),
-            tags: Vec::new(),
-            root,
-        }
-    )?;
-    Ok(response.node_id)
+    let request = pb::CreateNodeRequest {
+        parent: parent.and_then(id_ref),
+        name,
+        kind: kind.into(),
+        root,
+        ..Default::default()
+    };
+    Ok(client.create_node(request).await?.node_id)
 }
 
 impl Backend for Purser {
@@ -153,27 +124,21 @@ impl Backend for Purser {
         // A fresh root per run: earlier runs' trees stay, untouched.
         let root_name = format!("bench-{}", now_ms());
         ids[0] = create(&self.clients[0], None, root_name, "org").await?;
-        let client = self.clients[0].clone();
-        call!(
-            client,
-            AdminClient,
-            add_grant,
-            pb::AddGrantRequest {
-                request_id: new_request_id(),
-                sent_at_ms: now_ms(),
-                node: id_ref(ids[0]),
-                grant: Some(pb::GrantSpec {
-                    currency: "usd".into(),
-                    amount: (1 << 53) - 1,
-                    priority: 0,
-                    kind: pb::GrantKind::Prepaid as i32,
-                    effective_at_ms: None,
-                    expires_at_ms: None,
-                    recur: None,
-                    rollover: None,
-                }),
-            }
-        )?;
+        let grant = pb::AddGrantRequest {
+            node: id_ref(ids[0]),
+            grant: Some(pb::GrantSpec {
+                currency: "usd".into(),
+                amount: (1 << 53) - 1,
+                priority: 0,
+                kind: pb::GrantKind::Prepaid as i32,
+                effective_at_ms: None,
+                expires_at_ms: None,
+                recur: None,
+                rollover: None,
+            }),
+            ..Default::default()
+        };
+        self.clients[0].add_grant(grant).await?;
         // Parents come before children in `tree.nodes`: create level by level, each level
         // concurrently.
         for kind in ["division", "team", "user"] {
@@ -290,25 +255,16 @@ impl Backend for Purser {
 }
 
 async fn stats(member: &Client, reset: bool) -> Result<pb::StatsResponse> {
-    Ok(call!(
-        member,
-        ClusterClient,
-        stats,
-        pb::StatsRequest { reset }
-    )?)
+    Ok(member.stats(pb::StatsRequest { reset }).await?)
 }
 
 /// The node's monthly usd limit, read linearizably.
 async fn usage(client: &Client, id: u64) -> Result<NodeAudit> {
-    let response = call!(
-        client,
-        BudgetClient,
-        usage,
-        pb::UsageRequest {
-            node: id_ref(id),
-            allow_stale: false,
-        }
-    )?;
+    let request = pb::UsageRequest {
+        node: id_ref(id),
+        allow_stale: false,
+    };
+    let response = client.usage(request).await?;
     let month = Some(pb::Window {
         kind: Some(pb::window::Kind::Calendar(pb::Period::Month as i32)),
     });
@@ -335,21 +291,20 @@ impl Session for PurserSession {
 
     async fn reserve(&mut self, tree: &Tree, user: usize, amount: i64) -> Result<Reserved<u64>> {
         let node = self.ids[tree.chains[user][0]];
+        // The client (or the coalescer) gives the request its id and send time.
         let request = pb::ReserveRequest {
-            request_id: new_request_id(),
-            sent_at_ms: now_ms(),
             node: id_ref(node),
             currency: "usd".into(),
             amount: Some(pb::reserve_request::Amount::Exact(amount)),
             ttl_ms: HOLD_TTL_MS,
-            attributes: None,
+            ..Default::default()
         };
         let response = match &self.coalescer {
             Some(coalescer) => match coalescer.call(Op::Reserve(request), CALL_TIMEOUT).await? {
                 ItemResult::Reserve(response) => response,
                 other => return Err(format!("a reserve answered with {other:?}").into()),
             },
-            None => call!(self.client, BudgetClient, reserve, request)?,
+            None => self.client.reserve(request).await?.into_inner(),
         };
         match response.result {
             Some(pb::reserve_response::Result::Granted(g)) => Ok(Reserved::Held(g.reservation_id)),
@@ -359,18 +314,15 @@ impl Session for PurserSession {
     }
 
     async fn settle(&mut self, _tree: &Tree, hold: u64, actual: Option<i64>) -> Result<()> {
-        let (request_id, sent_at_ms) = (new_request_id(), now_ms());
         let op = match actual {
             Some(actual) => Op::Commit(pb::CommitRequest {
-                request_id,
-                sent_at_ms,
                 reservation_id: hold,
                 actual: Some(pb::commit_request::Actual::Amount(actual)),
+                ..Default::default()
             }),
             None => Op::Release(pb::ReleaseRequest {
-                request_id,
-                sent_at_ms,
                 reservation_id: hold,
+                ..Default::default()
             }),
         };
         if let Some(coalescer) = &self.coalescer {
@@ -379,10 +331,10 @@ impl Session for PurserSession {
         }
         match op {
             Op::Commit(request) => {
-                call!(self.client, BudgetClient, commit, request)?;
+                self.client.settle(request).await?;
             }
             Op::Release(request) => {
-                call!(self.client, BudgetClient, release, request)?;
+                self.client.release(request).await?;
             }
             _ => unreachable!("a settle is a commit or a release"),
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Code;
 
-use crate::{pb, Client, ClientError};
+use crate::{pb, Client, ClientError, Mutation};
 
 pub use pb::batch_item::Op;
 pub use pb::batch_item_result::Result as ItemResult;
@@ -68,8 +68,15 @@ impl Coalescer {
     }
 
     /// Sends one operation in the next batch and returns its own answer: a response, or the
-    /// error it would have had alone (`ClientError::Status` with the item's code).
-    pub async fn call(&self, op: Op, timeout: Duration) -> Result<ItemResult, ClientError> {
+    /// error it would have had alone (`ClientError::Status` with the item's code). A missing
+    /// request id or send time is filled in as for [`Client`]'s own calls.
+    pub async fn call(&self, mut op: Op, timeout: Duration) -> Result<ItemResult, ClientError> {
+        match &mut op {
+            Op::Reserve(r) => r.stamp(),
+            Op::Commit(r) => r.stamp(),
+            Op::Release(r) => r.stamp(),
+            Op::Charge(r) => r.stamp(),
+        };
         let (reply, answer) = oneshot::channel();
         let job = Job {
             op,
@@ -125,17 +132,7 @@ async fn send(client: &Client, jobs: Vec<Job>, requeue: mpsc::WeakSender<Job>) {
             })
             .collect(),
     };
-    let answer = client
-        .call(|channel| {
-            let request = request.clone();
-            async move {
-                pb::budget_client::BudgetClient::new(channel)
-                    .batch(request)
-                    .await
-            }
-        })
-        .await;
-    let results = match answer {
+    let results = match client.batch(request).await {
         Ok(response) if response.results.len() == jobs.len() => response.results,
         Ok(response) => {
             let error = format!(
@@ -143,63 +140,70 @@ async fn send(client: &Client, jobs: Vec<Job>, requeue: mpsc::WeakSender<Job>) {
                 response.results.len(),
                 jobs.len()
             );
-            for job in jobs {
-                let _ = job
-                    .reply
-                    .send(Err(ClientError::Status(tonic::Status::internal(
-                        error.clone(),
-                    ))));
-            }
-            return;
+            let error = ClientError::Status(tonic::Status::internal(error));
+            return fail_all(jobs, &error);
         }
-        Err(error) => {
-            for job in jobs {
-                let _ = job.reply.send(Err(error.duplicate()));
-            }
-            return;
-        }
+        Err(error) => return fail_all(jobs, &error),
     };
     let mut again = Vec::new();
     for (job, result) in jobs.into_iter().zip(results) {
-        let answer = match result.result {
-            // The leader changed or shed load under this item: it may or may not have been
-            // applied, so it goes again, unchanged (same request id), while time remains.
-            Some(ItemResult::Error(e))
-                if e.code == Code::Unavailable as i32
-                    && tokio::time::Instant::now() < job.deadline =>
-            {
-                again.push(job);
-                continue;
+        match item_answer(result.result, job.deadline) {
+            Some(answer) => {
+                let _ = job.reply.send(answer);
             }
-            Some(ItemResult::Error(e)) => Err(ClientError::Status(tonic::Status::new(
-                Code::from(e.code),
-                e.message,
-            ))),
-            Some(result) => Ok(result),
-            None => Err(ClientError::Status(tonic::Status::internal(
-                "an empty batch item result",
-            ))),
-        };
-        let _ = job.reply.send(answer);
+            None => again.push(job),
+        }
     }
     if again.is_empty() {
         return;
     }
     tokio::time::sleep(RETRY_PAUSE).await;
     for job in again {
-        let refused = match requeue.upgrade() {
-            Some(queue) => queue.try_send(job).err().map(|e| match e {
-                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
-                    job
-                }
-            }),
-            None => Some(job),
-        };
-        if let Some(job) = refused {
-            let _ = job.reply.send(Err(ClientError::Unreachable {
-                attempts: 1,
-                last: "unavailable, and the coalescer cannot take the retry".into(),
-            }));
+        send_again(job, &requeue);
+    }
+}
+
+fn fail_all(jobs: Vec<Job>, error: &ClientError) {
+    for job in jobs {
+        let _ = job.reply.send(Err(error.duplicate()));
+    }
+}
+
+/// An item's own answer, or None when it goes again.
+fn item_answer(
+    result: Option<ItemResult>,
+    deadline: tokio::time::Instant,
+) -> Option<Result<ItemResult, ClientError>> {
+    Some(match result {
+        // The leader changed or shed load under this item: it may or may not have been
+        // applied, so it goes again, unchanged (same request id), while time remains.
+        Some(ItemResult::Error(e))
+            if e.code == Code::Unavailable as i32 && tokio::time::Instant::now() < deadline =>
+        {
+            return None;
         }
+        Some(ItemResult::Error(e)) => Err(ClientError::Status(tonic::Status::new(
+            Code::from(e.code),
+            e.message,
+        ))),
+        Some(result) => Ok(result),
+        None => Err(ClientError::Status(tonic::Status::internal(
+            "an empty batch item result",
+        ))),
+    })
+}
+
+fn send_again(job: Job, requeue: &mpsc::WeakSender<Job>) {
+    let refused = match requeue.upgrade() {
+        Some(queue) => queue.try_send(job).err().map(|e| match e {
+            mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => job,
+        }),
+        None => Some(job),
+    };
+    if let Some(job) = refused {
+        let _ = job.reply.send(Err(ClientError::Unreachable {
+            attempts: 1,
+            last: "unavailable, and the coalescer cannot take the retry".into(),
+        }));
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use purser_client::{pb, Client, ClientConfig, ClientError};
+use purser_client::{health, pb, Client, ClientConfig, ClientError, Mutated};
 use purser_server::node::NodeConfig;
 use purser_server::serve::{ServeConfig, Server};
 use tonic::Code;
@@ -76,14 +76,7 @@ impl Cluster {
                 .collect(),
         };
         let cluster = Cluster { dir, members };
-        cluster
-            .client()
-            .call(|c| {
-                let init = init.clone();
-                async move { pb::cluster_client::ClusterClient::new(c).init(init).await }
-            })
-            .await
-            .expect("init");
+        cluster.client().init(init).await.expect("init");
         cluster
     }
 
@@ -115,11 +108,7 @@ impl Cluster {
     async fn status(&self, id: u64) -> Option<pb::StatusResponse> {
         self.members[&id].server.as_ref()?;
         self.client_of(id, Duration::from_secs(2))
-            .call(|c| async move {
-                pb::cluster_client::ClusterClient::new(c)
-                    .status(pb::StatusRequest {})
-                    .await
-            })
+            .status(pb::StatusRequest {})
             .await
             .ok()
     }
@@ -199,13 +188,7 @@ async fn setup_root(client: &Client, cap: i64) {
             no_default_cap: true,
         }),
     };
-    client
-        .call(|c| {
-            let r = create.clone();
-            async move { pb::admin_client::AdminClient::new(c).create_node(r).await }
-        })
-        .await
-        .expect("create");
+    client.create_node(create).await.expect("create");
     let limit = pb::SetLimitRequest {
         request_id: "cap-acme".into(),
         sent_at_ms: purser_client::now_ms(),
@@ -221,13 +204,7 @@ async fn setup_root(client: &Client, cap: i64) {
             on_exhausted: pb::OnExhausted::Deny as i32,
         }),
     };
-    client
-        .call(|c| {
-            let r = limit.clone();
-            async move { pb::admin_client::AdminClient::new(c).set_limit(r).await }
-        })
-        .await
-        .expect("limit");
+    client.set_limit(limit).await.expect("limit");
 }
 
 fn reserve_request(id: &str, amount: i64) -> pb::ReserveRequest {
@@ -247,11 +224,9 @@ async fn reserve(
     request: &pb::ReserveRequest,
 ) -> Result<pb::ReserveResponse, ClientError> {
     client
-        .call(|c| {
-            let r = request.clone();
-            async move { pb::budget_client::BudgetClient::new(c).reserve(r).await }
-        })
+        .reserve(request.clone())
         .await
+        .map(Mutated::into_inner)
 }
 
 fn granted_id(response: &pb::ReserveResponse) -> Option<u64> {
@@ -266,13 +241,7 @@ async fn held_at_root(client: &Client) -> u64 {
         node: path("acme"),
         allow_stale: false,
     };
-    let response = client
-        .call(|c| {
-            let r = show.clone();
-            async move { pb::budget_client::BudgetClient::new(c).show(r).await }
-        })
-        .await
-        .expect("show");
+    let response = client.show(show).await.expect("show");
     response.node.expect("node").accounts[0].held
 }
 
@@ -359,11 +328,7 @@ async fn a_snapshot_on_demand_covers_what_was_applied() {
         let applied = cluster.status(id).await.expect("status").applied_index;
         let r = cluster
             .client_of(id, Duration::from_secs(15))
-            .call(|c| async move {
-                pb::cluster_client::ClusterClient::new(c)
-                    .snapshot(pb::SnapshotRequest { purge })
-                    .await
-            })
+            .snapshot(pb::SnapshotRequest { purge })
             .await
             .expect("snapshot");
         assert!(r.snapshot_index >= applied, "{r:?} below {applied}");
@@ -420,23 +385,9 @@ async fn a_new_member_catches_up_through_a_snapshot() {
             server: Some(server),
         },
     );
-    client
-        .call(|c| {
-            let r = add.clone();
-            async move {
-                pb::cluster_client::ClusterClient::new(c)
-                    .add_learner(r)
-                    .await
-            }
-        })
-        .await
-        .expect("add learner");
+    client.add_learner(add).await.expect("add learner");
     let promoted = client
-        .call(|c| async move {
-            pb::cluster_client::ClusterClient::new(c)
-                .promote(pb::PromoteRequest { id: 4 })
-                .await
-        })
+        .promote(pb::PromoteRequest { id: 4 })
         .await
         .expect("promote");
     assert!(promoted.members.iter().any(|m| m.id == 4 && m.voter));
@@ -454,10 +405,7 @@ async fn a_new_member_catches_up_through_a_snapshot() {
     };
     let shown = cluster
         .client_of(4, Duration::from_secs(5))
-        .call(|c| {
-            let r = show.clone();
-            async move { pb::budget_client::BudgetClient::new(c).show(r).await }
-        })
+        .show(show)
         .await
         .expect("show on 4");
     assert_eq!(shown.node.expect("node").accounts[0].held, 180);
@@ -492,20 +440,12 @@ async fn leader_transfer_and_removal_under_load() {
         .find(|id| *id != leader)
         .expect("another member");
     let moved = client
-        .call(|c| async move {
-            pb::cluster_client::ClusterClient::new(c)
-                .transfer_leader(pb::TransferLeaderRequest { id: target })
-                .await
-        })
+        .transfer_leader(pb::TransferLeaderRequest { id: target })
         .await
         .expect("transfer");
     assert_eq!(moved.leader_id, Some(target));
     let removed = client
-        .call(|c| async move {
-            pb::cluster_client::ClusterClient::new(c)
-                .remove(pb::RemoveRequest { id: leader })
-                .await
-        })
+        .remove(pb::RemoveRequest { id: leader })
         .await
         .expect("remove");
     assert!(!removed.members.iter().any(|m| m.id == leader));
@@ -549,13 +489,7 @@ async fn a_lone_member_grants_nothing() {
         node: path("acme"),
         allow_stale: true,
     };
-    let shown = lone
-        .call(|c| {
-            let r = stale.clone();
-            async move { pb::budget_client::BudgetClient::new(c).show(r).await }
-        })
-        .await
-        .expect("stale show");
+    let shown = lone.show(stale).await.expect("stale show");
     assert_eq!(
         shown.node.expect("node").accounts[0].held,
         5,
@@ -566,12 +500,7 @@ async fn a_lone_member_grants_nothing() {
         node: path("acme"),
         allow_stale: false,
     };
-    let read = lone
-        .call(|c| {
-            let r = strict.clone();
-            async move { pb::budget_client::BudgetClient::new(c).show(r).await }
-        })
-        .await;
+    let read = lone.show(strict).await;
     assert!(read.is_err(), "a lone member confirmed a linearizable read");
 }
 
@@ -607,14 +536,10 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() {
         );
     }
     let release = client
-        .call(|c| async move {
-            pb::budget_client::BudgetClient::new(c)
-                .release(pb::ReleaseRequest {
-                    request_id: "bad-5".into(),
-                    sent_at_ms: purser_client::now_ms(),
-                    reservation_id: 999,
-                })
-                .await
+        .release(pb::ReleaseRequest {
+            request_id: "bad-5".into(),
+            sent_at_ms: purser_client::now_ms(),
+            reservation_id: 999,
         })
         .await
         .expect_err("unknown reservation");
@@ -636,21 +561,11 @@ async fn health_reports_serving_once_a_leader_is_known() {
     let client = cluster.client_of(1, Duration::from_secs(5));
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let check = tonic_health::pb::HealthCheckRequest {
+        let check = health::HealthCheckRequest {
             service: "purser.v1.Budget".into(),
         };
-        let answer = client
-            .call(|c| {
-                let r = check.clone();
-                async move {
-                    tonic_health::pb::health_client::HealthClient::new(c)
-                        .check(r)
-                        .await
-                }
-            })
-            .await
-            .expect("health check");
-        if answer.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+        let answer = client.health_check(check).await.expect("health check");
+        if answer.status == health::health_check_response::ServingStatus::Serving as i32 {
             break;
         }
         assert!(Instant::now() < deadline, "never SERVING: {answer:?}");
@@ -664,23 +579,13 @@ async fn release(client: &Client, id: &str, reservation_id: u64) {
         sent_at_ms: purser_client::now_ms(),
         reservation_id,
     };
-    client
-        .call(|c| {
-            let r = request.clone();
-            async move { pb::budget_client::BudgetClient::new(c).release(r).await }
-        })
-        .await
-        .expect("release");
+    client.release(request).await.expect("release");
 }
 
 async fn fast_denials(cluster: &Cluster, id: u64) -> u64 {
     let stats = cluster
         .client_of(id, Duration::from_secs(5))
-        .call(|c| async move {
-            pb::cluster_client::ClusterClient::new(c)
-                .stats(pb::StatsRequest { reset: false })
-                .await
-        })
+        .stats(pb::StatsRequest { reset: false })
         .await
         .expect("stats");
     stats.counters.get("fast_denials").copied().unwrap_or(0)
@@ -804,15 +709,7 @@ async fn a_late_attempt_of_a_denied_request_is_denied_again() {
     };
     let send = |request: pb::ChargeRequest| {
         let client = &client;
-        async move {
-            client
-                .call(|c| {
-                    let r = request.clone();
-                    async move { pb::budget_client::BudgetClient::new(c).charge(r).await }
-                })
-                .await
-                .expect("charge")
-        }
+        async move { client.charge(request).await.expect("charge") }
     };
     let charged = send(charge_request.clone()).await;
     assert!(
@@ -872,13 +769,7 @@ async fn a_batch_answers_each_item_as_if_it_were_alone() {
             .map(|op| pb::BatchItem { op: Some(op) })
             .collect(),
     };
-    let response = client
-        .call(|c| {
-            let r = request.clone();
-            async move { pb::budget_client::BudgetClient::new(c).batch(r).await }
-        })
-        .await
-        .expect("batch");
+    let response = client.batch(request.clone()).await.expect("batch");
     let results: Vec<_> = response
         .results
         .into_iter()
@@ -909,13 +800,7 @@ async fn a_batch_answers_each_item_as_if_it_were_alone() {
             })
             .collect(),
     };
-    let error = client
-        .call(|c| {
-            let r = too_many.clone();
-            async move { pb::budget_client::BudgetClient::new(c).batch(r).await }
-        })
-        .await
-        .expect_err("too many items");
+    let error = client.batch(too_many).await.expect_err("too many items");
     assert_eq!(error.code(), Code::InvalidArgument);
     assert_eq!(
         held_at_root(&client).await,
@@ -983,14 +868,10 @@ async fn coalesced_calls_survive_the_leaders_loss() {
 async fn open_watch(cluster: &Cluster, id: u64, from: u64) -> tonic::Streaming<pb::WatchEvent> {
     cluster
         .client_of(id, Duration::from_secs(5))
-        .call(|c| async move {
-            pb::meter_client::MeterClient::new(c)
-                .watch(pb::WatchRequest {
-                    from_index: from,
-                    kinds: vec![],
-                    node: None,
-                })
-                .await
+        .watch(pb::WatchRequest {
+            from_index: from,
+            kinds: vec![],
+            node: None,
         })
         .await
         .expect("watch")
@@ -1024,13 +905,7 @@ async fn charge(client: &Client, id: &str, amount: i64) {
 }
 
 async fn send_charge(client: &Client, request: &pb::ChargeRequest) {
-    client
-        .call(|c| {
-            let r = request.clone();
-            async move { pb::budget_client::BudgetClient::new(c).charge(r).await }
-        })
-        .await
-        .expect("charge");
+    client.charge(request.clone()).await.expect("charge");
 }
 
 /// Every event from `from` on that member `id` has, until none comes for a second.
@@ -1160,16 +1035,7 @@ async fn reports_group_and_filter_like_a_brute_force_sum() {
             allow_stale: false,
         };
         let client = &client;
-        async move {
-            client
-                .call(|c| {
-                    let r = request.clone();
-                    async move { pb::reports_client::ReportsClient::new(c).report(r).await }
-                })
-                .await
-                .expect("report")
-                .rows
-        }
+        async move { client.report(request).await.expect("report").rows }
     };
     // By user and model: each group's requests and cost.
     let rows = report(vec!["user", "model"], pb::ReportFilters::default()).await;
@@ -1308,28 +1174,17 @@ async fn old_events_leave_after_folding_and_reports_keep_their_totals() {
         from_ms: purser_client::now_ms() - 3_600_000,
         ..Default::default()
     };
-    let rows = client
-        .call(|c| {
-            let r = report.clone();
-            async move { pb::reports_client::ReportsClient::new(c).report(r).await }
-        })
-        .await
-        .expect("report")
-        .rows;
+    let rows = client.report(report.clone()).await.expect("report").rows;
     assert_eq!(total(rows), (500, 1_500));
     // A snapshot (every 50 entries) has pruned what is beyond the newest 1,000 events.
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
         let attempt = cluster
             .client_of(1, Duration::from_secs(5))
-            .call(|c| async move {
-                pb::meter_client::MeterClient::new(c)
-                    .watch(pb::WatchRequest {
-                        from_index: 1,
-                        kinds: vec![],
-                        node: None,
-                    })
-                    .await
+            .watch(pb::WatchRequest {
+                from_index: 1,
+                kinds: vec![],
+                node: None,
             })
             .await;
         match attempt {
@@ -1342,14 +1197,7 @@ async fn old_events_leave_after_folding_and_reports_keep_their_totals() {
     };
     assert_eq!(refused.code(), Code::OutOfRange, "{refused}");
     assert!(refused.to_string().contains("oldest kept"), "{refused}");
-    let rows = client
-        .call(|c| {
-            let r = report.clone();
-            async move { pb::reports_client::ReportsClient::new(c).report(r).await }
-        })
-        .await
-        .expect("report")
-        .rows;
+    let rows = client.report(report.clone()).await.expect("report").rows;
     let (requests, cost) = total(rows);
     assert_eq!(cost - (requests - 500), 1_500, "compaction changed a total");
 }

@@ -74,14 +74,7 @@ impl Cluster {
             configs,
             servers,
         };
-        cluster
-            .client()
-            .call(|c| {
-                let init = init.clone();
-                async move { pb::cluster_client::ClusterClient::new(c).init(init).await }
-            })
-            .await
-            .expect("init");
+        cluster.client().init(init).await.expect("init");
         cluster
     }
 
@@ -126,18 +119,6 @@ fn request_id(what: &str) -> String {
     format!("{what}-{}", SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
-macro_rules! call {
-    ($client:expr, $service:ident :: $ctor:ident, $method:ident, $request:expr) => {{
-        let request = $request;
-        $client
-            .call(|c| {
-                let request = request.clone();
-                async move { pb::$service::$ctor::new(c).$method(request).await }
-            })
-            .await
-    }};
-}
-
 async fn create(client: &Client, parent: Option<&str>, name: &str) {
     let root = parent.is_none().then(|| pb::RootSpec {
         currencies: vec![pb::CurrencySpec {
@@ -156,7 +137,7 @@ async fn create(client: &Client, parent: Option<&str>, name: &str) {
         tags: vec![],
         root,
     };
-    call!(client, admin_client::AdminClient, create_node, request).expect("create");
+    client.create_node(request).await.expect("create");
 }
 
 /// A monthly hard cap of `amount` with the default thresholds 50, 75, 100.
@@ -176,7 +157,7 @@ async fn cap(client: &Client, node: &str, amount: i64) {
             on_exhausted: pb::OnExhausted::Deny as i32,
         }),
     };
-    call!(client, admin_client::AdminClient, set_limit, request).expect("cap");
+    client.set_limit(request).await.expect("cap");
 }
 
 async fn charge(client: &Client, node: &str, amount: i64) {
@@ -188,7 +169,7 @@ async fn charge(client: &Client, node: &str, amount: i64) {
         actual: Some(pb::charge_request::Actual::Amount(amount)),
         attributes: None,
     };
-    let response = call!(client, budget_client::BudgetClient, charge, request).expect("charge");
+    let response = client.charge(request).await.expect("charge");
     assert!(
         matches!(
             response.result,
@@ -207,7 +188,9 @@ async fn add_webhook(client: &Client, url: String, secret: &str, kinds: &[&str])
         secret: secret.into(),
         kinds: kinds.iter().map(|k| k.to_string()).collect(),
     };
-    call!(client, webhook_client::WebhookClient, add_webhook, request)
+    client
+        .add_webhook(request)
+        .await
         .expect("add webhook")
         .webhook_id
 }
@@ -388,7 +371,7 @@ async fn watched(client: &Client, kinds: &[&str], count: usize) -> Vec<pb::Watch
         kinds: kinds.iter().map(|k| k.to_string()).collect(),
         node: path("acme"),
     };
-    let mut stream = call!(client, meter_client::MeterClient, watch, request).expect("watch");
+    let mut stream = client.watch(request).await.expect("watch");
     let mut events = Vec::new();
     while events.len() < count {
         let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
@@ -468,7 +451,7 @@ async fn receivers_get_every_threshold_event_across_failures_and_a_leader_kill()
         webhook_id: hook_a,
         root: None,
     };
-    let tested = call!(client, webhook_client::WebhookClient, test_webhook, test).expect("test");
+    let tested = client.test_webhook(test).await.expect("test");
     assert_eq!(tested.results.len(), 1);
     assert_eq!(tested.results[0].http_status, 200, "{:?}", tested.results);
     let ping = a.deliveries().pop().expect("the ping arrived");
@@ -518,9 +501,7 @@ async fn receivers_get_every_threshold_event_across_failures_and_a_leader_kill()
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let list = pb::ListWebhooksRequest { root: path("acme") };
-        let listed = call!(client, webhook_client::WebhookClient, list_webhooks, list)
-            .expect("list")
-            .webhooks;
+        let listed = client.list_webhooks(list).await.expect("list").webhooks;
         assert_eq!(
             listed.iter().map(|w| w.id).collect::<Vec<_>>(),
             vec![hook_a, hook_b]

@@ -1,0 +1,270 @@
+//! The one engine behind every call: pick a member, send, follow the leader's redirect, retry
+//! what may be retried with the identical request, give up after a bounded time.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Response, Status};
+
+/// Metadata key a follower sets to the leader's client address.
+pub const LEADER_METADATA: &str = "purser-leader";
+
+/// Before the next attempt when no member named the leader, per attempt so far (capped at
+/// `PAUSE_ATTEMPTS_MAX` steps): elections and restarts take a moment.
+const PAUSE_STEP: Duration = Duration::from_millis(50);
+const PAUSE_ATTEMPTS_MAX: u32 = 10;
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Per attempt.
+    pub request_timeout: Duration,
+    /// All attempts of one call together.
+    pub call_timeout: Duration,
+    pub attempts_max: u32,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            request_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(30),
+            attempts_max: 30,
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The cluster answered and refused: not worth retrying as is.
+    #[error("{}", .0.message())]
+    Status(Status),
+    /// No member answered in time; a write may or may not have been applied.
+    #[error("no answer from the cluster after {attempts} attempts ({last})")]
+    Unreachable { attempts: u32, last: String },
+    #[error("bad endpoint {0:?}")]
+    BadEndpoint(String),
+}
+
+impl ClientError {
+    /// The same error, for each of several callers that shared one attempt.
+    pub fn duplicate(&self) -> ClientError {
+        match self {
+            ClientError::Status(s) => ClientError::Status(s.clone()),
+            ClientError::Unreachable { attempts, last } => ClientError::Unreachable {
+                attempts: *attempts,
+                last: last.clone(),
+            },
+            ClientError::BadEndpoint(e) => ClientError::BadEndpoint(e.clone()),
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            ClientError::Status(s) => s.code(),
+            ClientError::Unreachable { .. } => Code::Unavailable,
+            ClientError::BadEndpoint(_) => Code::InvalidArgument,
+        }
+    }
+}
+
+/// A connection to a Purser cluster; cheap to clone (clones share the connections and the
+/// leader they learned).
+///
+/// Every RPC of `purser.v1` is a typed method (`reserve`, `settle`, `show`, `status`, ...).
+/// Each call goes to the member last known to lead (else the next endpoint in turn), follows
+/// a follower's redirect to the leader, and retries UNAVAILABLE, timed-out and cut-off
+/// attempts with the identical request until `ClientConfig::call_timeout` or
+/// `attempts_max`; any other status is returned at once as [`ClientError::Status`].
+///
+/// Two ways to talk to one member:
+/// - [`Client::new`] with one endpoint: calls start there, and a redirect the member gives
+///   is followed (writes and linearizable reads then reach the leader).
+/// - [`Client::member`]: calls stay on that member. `Status`, `Stats`, `Snapshot` and the
+///   health check are answered by the member asked; a call only the leader may answer comes
+///   back as the member's UNAVAILABLE status (with the leader in [`LEADER_METADATA`]) instead
+///   of being redirected.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.shared.endpoints)
+            .field("follow_redirects", &self.shared.follow_redirects)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    endpoints: Vec<String>,
+    config: ClientConfig,
+    follow_redirects: bool,
+    leader: Mutex<Option<String>>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+/// What to do after an attempt that failed.
+enum Next {
+    /// Give the status to the caller.
+    Fail,
+    /// Try again; at this address if one is given.
+    Retry(Option<String>),
+}
+
+impl Client {
+    /// `endpoints` are client addresses, with or without `http://`.
+    pub fn new(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        config: ClientConfig,
+    ) -> Result<Self, ClientError> {
+        Self::with_redirects(endpoints, config, true)
+    }
+
+    /// A client of the one member at `endpoint` that never follows a redirect (see the type).
+    pub fn member(endpoint: impl Into<String>, config: ClientConfig) -> Result<Self, ClientError> {
+        Self::with_redirects([endpoint], config, false)
+    }
+
+    fn with_redirects(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        config: ClientConfig,
+        follow_redirects: bool,
+    ) -> Result<Self, ClientError> {
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .map(|e| normalize(&e.into()))
+            .collect();
+        if endpoints.is_empty() {
+            return Err(ClientError::BadEndpoint(String::new()));
+        }
+        for endpoint in &endpoints {
+            Endpoint::from_shared(endpoint.clone())
+                .map_err(|_| ClientError::BadEndpoint(endpoint.clone()))?;
+        }
+        let shared = Shared {
+            endpoints,
+            config,
+            follow_redirects,
+            leader: Mutex::new(None),
+            channels: Mutex::new(HashMap::new()),
+        };
+        Ok(Client {
+            shared: Arc::new(shared),
+        })
+    }
+
+    fn channel(&self, address: &str) -> Result<Channel, ClientError> {
+        let mut channels = lock(&self.shared.channels);
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(address.to_owned())
+            .map_err(|_| ClientError::BadEndpoint(address.to_owned()))?
+            .connect_timeout(self.shared.config.connect_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// The engine behind every typed method, for a gRPC service outside `purser.v1`: runs
+    /// `call` as described on the type. `call` must send the same request every time (clone
+    /// it): that is what makes retries safe.
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let config = &self.shared.config;
+        let deadline = tokio::time::Instant::now() + config.call_timeout;
+        let mut turn = 0usize;
+        let mut last = String::from("no attempt");
+        for attempt in 1..=config.attempts_max {
+            let address = self.next_address(&mut turn);
+            let channel = self.channel(&address)?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Unreachable {
+                    attempts: attempt - 1,
+                    last,
+                });
+            }
+            let result =
+                tokio::time::timeout(config.request_timeout.min(left), call(channel)).await;
+            let status = match result {
+                Ok(Ok(response)) => {
+                    *lock(&self.shared.leader) = Some(address);
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded("attempt timed out"),
+            };
+            last = format!("{address}: {}", status.message());
+            let Next::Retry(redirect) = self.next_step(&status, &address) else {
+                return Err(ClientError::Status(status));
+            };
+            let pause = redirect.is_none();
+            *lock(&self.shared.leader) = redirect;
+            if pause {
+                let pause = PAUSE_STEP * attempt.min(PAUSE_ATTEMPTS_MAX);
+                tokio::time::sleep(pause.min(left)).await;
+            }
+            tracing::debug!("attempt {attempt}: {last}");
+        }
+        Err(ClientError::Unreachable {
+            attempts: config.attempts_max,
+            last,
+        })
+    }
+
+    /// The leader if one is known, else the next endpoint in turn.
+    fn next_address(&self, turn: &mut usize) -> String {
+        if let Some(leader) = lock(&self.shared.leader).clone() {
+            return leader;
+        }
+        let endpoints = &self.shared.endpoints;
+        *turn += 1;
+        endpoints[(*turn - 1) % endpoints.len()].clone()
+    }
+
+    fn next_step(&self, status: &Status, address: &str) -> Next {
+        let retryable = matches!(
+            status.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+        );
+        if !retryable {
+            return Next::Fail;
+        }
+        let redirect = status
+            .metadata()
+            .get(LEADER_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .map(normalize)
+            .filter(|leader| leader != address);
+        match redirect {
+            Some(_) if !self.shared.follow_redirects => Next::Fail,
+            redirect => Next::Retry(redirect),
+        }
+    }
+}
+
+/// The leader hint and the channel cache stay valid whatever a panicking holder was doing
+/// (each is replaced in one assignment), so a poisoned lock is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn normalize(endpoint: &str) -> String {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        endpoint.to_owned()
+    } else {
+        format!("http://{endpoint}")
+    }
+}

@@ -156,12 +156,26 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::from(1)
         }
         _ => {
-            let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or("error: bad usage");
-            eprintln!("{first} (see --help)");
+            eprintln!("{} (see --help)", one_line(&e.to_string()));
             ExitCode::from(1)
         }
     }
+}
+
+/// Clap's message on one line, without its usage block and pointer to `--help` (the caller
+/// adds its own). The lines before `Usage:` carry what is wrong: the missing arguments are
+/// listed on lines of their own, below the first.
+fn one_line(rendered: &str) -> String {
+    let parts: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
+        .collect();
+    if parts.is_empty() {
+        return "error: bad usage".into();
+    }
+    parts.join(" ")
 }
 
 fn init_logging(default: &str) {

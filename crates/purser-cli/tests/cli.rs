@@ -63,12 +63,7 @@ impl Dev {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        Out {
-            args: args.join(" "),
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(output.stdout).unwrap(),
-            stderr: String::from_utf8(output.stderr).unwrap(),
-        }
+        out(args, output)
     }
 
     /// Runs with `--output json`, expects `code`, and returns the parsed stdout.
@@ -116,6 +111,15 @@ struct Out {
     code: i32,
     stdout: String,
     stderr: String,
+}
+
+fn out(args: &[&str], output: std::process::Output) -> Out {
+    Out {
+        args: args.join(" "),
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
 }
 
 /// A refused command: exit 1, nothing on stdout, one `error: ...` line on stderr.
@@ -472,4 +476,51 @@ fn watch_report_and_usage_show_where_the_money_went() {
     );
     let usage = dev.json(0, &["usage", "acme/ml"]);
     assert_eq!(usage["limits"][0]["spent"], "3.75");
+}
+
+/// Usage errors are one line that names what is wrong, as clap words it, and exit 1.
+#[test]
+fn usage_errors_name_the_missing_or_unknown_argument() {
+    let run = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("PURSER_ENDPOINT")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        out(args, output)
+    };
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["reserve", "acme/ml", "--amount", "1"],
+            "required arguments were not provided: --currency <CURRENCY>",
+        ),
+        (&["commit"], "<RESERVATION_ID>"),
+        (&["cluster", "init"], "--members <MEMBERS>"),
+        (&["show", "acme", "--bogus"], "'--bogus'"),
+        (&["--output", "yaml", "show", "acme"], "'yaml'"),
+        (
+            &[
+                "charge",
+                "acme",
+                "--currency",
+                "usd",
+                "--amount",
+                "1",
+                "--sent-at-ms",
+                "0",
+            ],
+            "--sent-at-ms",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = run(args);
+        assert_error(&out, needle);
+        assert!(
+            out.stderr.trim_end().ends_with("(see --help)")
+                && !out.stderr.contains("For more information"),
+            "one pointer to --help: {out:?}"
+        );
+    }
 }

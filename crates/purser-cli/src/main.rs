@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod budget;
 mod cluster;
+mod config;
 mod ctx;
 mod meter;
 mod parse;

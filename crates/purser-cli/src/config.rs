@@ -12,6 +12,7 @@ use clap::builder::BoolishValueParser;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::parse::{host_port, Flagged};
 use crate::CliError;
 
 /// One layer of settings: what the command line (flags, then environment) or the file sets.
@@ -170,7 +171,7 @@ impl Effective {
         let data_dir = required(s.data_dir, "data_dir")?;
         let advertise = match s.advertise {
             Some(addr) => {
-                crate::parse::host_port(&addr).map_err(|e| format!("--advertise: {e}"))?;
+                host_port(&addr).flag("--advertise")?;
                 addr
             }
             None => {

@@ -136,6 +136,6 @@ fn slow_config(timeout: Duration, at_least: Duration) -> ClientConfig {
     ClientConfig {
         request_timeout: timeout,
         call_timeout: timeout,
-        ..client_config(timeout)
+        ..ClientConfig::default()
     }
 }

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use parse::Flagged;
 
 mod admin;
 mod budget;
@@ -205,9 +206,7 @@ fn run_server(command: Command) -> Result<Done, CliError> {
 }
 
 fn run_client(cli: Cli) -> Result<Done, CliError> {
-    let timeout = Duration::from_millis(
-        parse::duration_ms(&cli.timeout).map_err(|e| format!("--timeout: {e}"))?,
-    );
+    let timeout = Duration::from_millis(parse::duration_ms(&cli.timeout).flag("--timeout")?);
     let endpoints: Vec<String> = cli
         .endpoint
         .iter()

@@ -1,11 +1,15 @@
-//! Shaping the budget tree: nodes, limits and grants.
+//! Shaping the budget tree: nodes, limits and grants. Each command checks its arguments,
+//! calls, and hands what changed to `render::change`.
 
 use clap::{Args, Subcommand};
 use purser_client::pb;
 
-use crate::budget::{grant_kind_name, mode_name, node_scale, on_exhausted_name, Meta, RequestArgs};
-use crate::output::{money_text, print_json, Obj};
-use crate::parse::{self, format_time, format_window, to_wire};
+use crate::budget::{node_scale, RequestArgs};
+use crate::parse::{self, format_window, to_wire, Flagged};
+use crate::render::change::{
+    Changed, GrantAdded, LimitRemoved, LimitSet, NodeCreated, NodeMoved, NodeStatusChanged,
+};
+use crate::render::{names, Ack};
 use crate::{CliError, Ctx, Done};
 
 // ---- nodes -------------------------------------------------------------------------------
@@ -72,18 +76,6 @@ pub struct CreateArgs {
     pub request: RequestArgs,
 }
 
-fn mutation_text(ctx: &Ctx, meta: &Meta, duplicate: bool, log_index: u64, obj: Obj, text: String) {
-    if ctx.json() {
-        let mut all = meta.obj(duplicate, log_index);
-        all.0.extend(obj.0);
-        print_json(&all.value());
-    } else if duplicate {
-        println!("{text} (duplicate request: already applied)");
-    } else {
-        println!("{text}");
-    }
-}
-
 pub async fn node(ctx: &Ctx, command: NodeCommand) -> Result<Done, CliError> {
     match command {
         NodeCommand::Create(a) => create(ctx, a).await,
@@ -91,28 +83,7 @@ pub async fn node(ctx: &Ctx, command: NodeCommand) -> Result<Done, CliError> {
             path,
             new_parent,
             request,
-        } => {
-            parse::node_path(&path)?;
-            parse::node_path(&new_parent)?;
-            let meta = request.meta();
-            let r = rpc!(
-                ctx,
-                admin_client::AdminClient,
-                move_node,
-                pb::MoveNodeRequest {
-                    request_id: meta.request_id.clone(),
-                    sent_at_ms: meta.sent_at_ms,
-                    node: Some(parse::node_ref(&path)),
-                    new_parent: Some(parse::node_ref(&new_parent)),
-                }
-            )?;
-            let obj = Obj::new()
-                .set("path", path.clone())
-                .set("new_parent", new_parent.clone());
-            let text = format!("moved {path} under {new_parent}");
-            mutation_text(ctx, &meta, r.duplicate, r.log_index, obj, text);
-            Ok(Done::Ok)
-        }
+        } => move_node(ctx, path, new_parent, request).await,
         NodeCommand::Close { path, request } => {
             status_change(ctx, path, request, StatusChange::Close).await
         }
@@ -123,6 +94,99 @@ pub async fn node(ctx: &Ctx, command: NodeCommand) -> Result<Done, CliError> {
             status_change(ctx, path, request, StatusChange::Resume).await
         }
     }
+}
+
+async fn create(ctx: &Ctx, a: CreateArgs) -> Result<Done, CliError> {
+    let path = parse::node_path(&a.path)?;
+    let tags = parse::tags(&a.tags)?;
+    let (parent, name) = match path.rsplit_once('/') {
+        Some((parent, name)) => (Some(parent.to_owned()), name.to_owned()),
+        None => (None, path.clone()),
+    };
+    let root = root_spec(&a, parent.is_none())?;
+    let kind = a
+        .kind
+        .clone()
+        .unwrap_or_else(|| if parent.is_none() { "org" } else { "node" }.to_owned());
+    let (request_id, sent_at_ms) = a.request.ids();
+    let request = pb::CreateNodeRequest {
+        request_id,
+        sent_at_ms,
+        parent: parent.as_deref().map(parse::node_ref),
+        name,
+        kind: kind.clone(),
+        tags,
+        root,
+    };
+    let answer = ctx.client.create_node(request).await?;
+    let node_id = answer.node_id;
+    ctx.print_change(
+        &answer,
+        NodeCreated {
+            node_id,
+            path,
+            kind,
+        },
+    );
+    Ok(Done::Ok)
+}
+
+/// What a new root declares (its currencies); a child declares nothing.
+fn root_spec(a: &CreateArgs, is_root: bool) -> Result<Option<pb::RootSpec>, CliError> {
+    if !is_root {
+        if !a.currencies.is_empty() || !a.funded.is_empty() || a.no_default_cap {
+            return Err(
+                "--currency, --funded and --no-default-cap are for a root (a PATH without /)"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    }
+    if a.currencies.is_empty() {
+        return Err("a root declares its currencies: give --currency CODE:SCALE".into());
+    }
+    let mut currencies = Vec::new();
+    for c in &a.currencies {
+        let (code, scale) = parse::currency(c)?;
+        currencies.push(pb::CurrencySpec {
+            funded: a.funded.contains(&code),
+            code,
+            scale,
+        });
+    }
+    if let Some(f) = a
+        .funded
+        .iter()
+        .find(|f| !currencies.iter().any(|c| &c.code == *f))
+    {
+        return Err(CliError(format!(
+            "--funded {f}: not among the --currency codes"
+        )));
+    }
+    Ok(Some(pb::RootSpec {
+        currencies,
+        no_default_cap: a.no_default_cap,
+    }))
+}
+
+async fn move_node(
+    ctx: &Ctx,
+    path: String,
+    new_parent: String,
+    request: RequestArgs,
+) -> Result<Done, CliError> {
+    parse::node_path(&path)?;
+    parse::node_path(&new_parent)?;
+    let (request_id, sent_at_ms) = request.ids();
+    let request = pb::MoveNodeRequest {
+        request_id,
+        sent_at_ms,
+        node: Some(parse::node_ref(&path)),
+        new_parent: Some(parse::node_ref(&new_parent)),
+    };
+    let answer = ctx.client.move_node(request).await?;
+    ctx.print_change(&answer, NodeMoved { path, new_parent });
+    Ok(Done::Ok)
 }
 
 #[derive(Clone, Copy)]
@@ -139,18 +203,17 @@ async fn status_change(
     change: StatusChange,
 ) -> Result<Done, CliError> {
     parse::node_path(&path)?;
-    let meta = request.meta();
-    let (request_id, sent_at_ms) = (meta.request_id.clone(), meta.sent_at_ms);
+    let (request_id, sent_at_ms) = request.ids();
     let node = Some(parse::node_ref(&path));
-    let (done, duplicate, log_index) = match change {
+    let client = &ctx.client;
+    let (ack, done) = match change {
         StatusChange::Close => {
             let request = pb::CloseNodeRequest {
                 request_id,
                 sent_at_ms,
                 node,
             };
-            let r = rpc!(ctx, admin_client::AdminClient, close_node, request)?;
-            ("closed", r.duplicate, r.log_index)
+            (Ack::of(&client.close_node(request).await?), "closed")
         }
         StatusChange::Pause => {
             let request = pb::PauseNodeRequest {
@@ -158,8 +221,7 @@ async fn status_change(
                 sent_at_ms,
                 node,
             };
-            let r = rpc!(ctx, admin_client::AdminClient, pause_node, request)?;
-            ("paused", r.duplicate, r.log_index)
+            (Ack::of(&client.pause_node(request).await?), "paused")
         }
         StatusChange::Resume => {
             let request = pb::ResumeNodeRequest {
@@ -167,90 +229,11 @@ async fn status_change(
                 sent_at_ms,
                 node,
             };
-            let r = rpc!(ctx, admin_client::AdminClient, resume_node, request)?;
-            ("resumed", r.duplicate, r.log_index)
+            (Ack::of(&client.resume_node(request).await?), "resumed")
         }
     };
-    let obj = Obj::new()
-        .set("path", path.clone())
-        .set("status_change", done);
-    mutation_text(
-        ctx,
-        &meta,
-        duplicate,
-        log_index,
-        obj,
-        format!("{done} {path}"),
-    );
-    Ok(Done::Ok)
-}
-
-async fn create(ctx: &Ctx, a: CreateArgs) -> Result<Done, CliError> {
-    let path = parse::node_path(&a.path)?;
-    let tags = parse::tags(&a.tags)?;
-    let (parent, name) = match path.rsplit_once('/') {
-        Some((parent, name)) => (Some(parent.to_owned()), name.to_owned()),
-        None => (None, path.clone()),
-    };
-    let root = match &parent {
-        Some(_) => {
-            if !a.currencies.is_empty() || !a.funded.is_empty() || a.no_default_cap {
-                return Err(
-                    "--currency, --funded and --no-default-cap are for a root (a PATH without /)"
-                        .into(),
-                );
-            }
-            None
-        }
-        None => {
-            if a.currencies.is_empty() {
-                return Err("a root declares its currencies: give --currency CODE:SCALE".into());
-            }
-            let mut currencies = Vec::new();
-            for c in &a.currencies {
-                let (code, scale) = parse::currency(c)?;
-                currencies.push(pb::CurrencySpec {
-                    funded: a.funded.contains(&code),
-                    code,
-                    scale,
-                });
-            }
-            if let Some(f) = a
-                .funded
-                .iter()
-                .find(|f| !currencies.iter().any(|c| &c.code == *f))
-            {
-                return Err(CliError(format!(
-                    "--funded {f}: not among the --currency codes"
-                )));
-            }
-            Some(pb::RootSpec {
-                currencies,
-                no_default_cap: a.no_default_cap,
-            })
-        }
-    };
-    let kind = a
-        .kind
-        .clone()
-        .unwrap_or_else(|| if parent.is_none() { "org" } else { "node" }.to_owned());
-    let meta = a.request.meta();
-    let request = pb::CreateNodeRequest {
-        request_id: meta.request_id.clone(),
-        sent_at_ms: meta.sent_at_ms,
-        parent: parent.as_deref().map(parse::node_ref),
-        name,
-        kind: kind.clone(),
-        tags,
-        root,
-    };
-    let r = rpc!(ctx, admin_client::AdminClient, create_node, request)?;
-    let obj = Obj::new()
-        .set("node_id", r.node_id)
-        .set("path", path.clone())
-        .set("kind", kind.clone());
-    let text = format!("created {path} (node {}, {kind})", r.node_id);
-    mutation_text(ctx, &meta, r.duplicate, r.log_index, obj, text);
+    let change = NodeStatusChanged { path, done };
+    ctx.print(&Changed { ack, change });
     Ok(Done::Ok)
 }
 
@@ -304,97 +287,92 @@ pub struct LimitSetArgs {
 
 pub async fn limit(ctx: &Ctx, command: LimitCommand) -> Result<Done, CliError> {
     match command {
-        LimitCommand::Set(a) => {
-            let window = parse::window(&a.window).map_err(|e| format!("--window: {e}"))?;
-            let thresholds = a
-                .thresholds
-                .as_deref()
-                .map(parse::thresholds)
-                .transpose()
-                .map_err(|e| format!("--thresholds: {e}"))?
-                .unwrap_or_default();
-            let mode = if a.mode == "soft" {
-                pb::LimitMode::Soft
-            } else {
-                pb::LimitMode::Hard
-            };
-            let on_exhausted = if a.on_exhausted == "pause" {
-                pb::OnExhausted::Pause
-            } else {
-                pb::OnExhausted::Deny
-            };
-            parse::amount_syntax(&a.amount).map_err(|e| format!("--amount: {e}"))?;
-            let (_, scale) = node_scale(ctx, &a.path, &a.currency).await?;
-            let amount = parse::amount(&a.amount, scale, &a.currency)
-                .map_err(|e| format!("--amount: {e}"))?;
-            let meta = a.request.meta();
-            let limit = pb::LimitSpec {
-                currency: a.currency.clone(),
-                amount: to_wire(amount),
-                window: Some(window),
-                mode: mode as i32,
-                thresholds: thresholds.clone(),
-                on_exhausted: on_exhausted as i32,
-            };
-            let r = rpc!(
-                ctx,
-                admin_client::AdminClient,
-                set_limit,
-                pb::SetLimitRequest {
-                    request_id: meta.request_id.clone(),
-                    sent_at_ms: meta.sent_at_ms,
-                    node: Some(parse::node_ref(&a.path)),
-                    limit: Some(limit),
-                }
-            )?;
-            let window = format_window(Some(&window));
-            let mode = mode_name(mode as i32);
-            let obj = Obj::new()
-                .set("path", a.path.clone())
-                .set("currency", a.currency.clone())
-                .set("window", window.clone())
-                .set("mode", mode)
-                .money("amount", amount, Some(scale))
-                .set("thresholds", thresholds)
-                .set("on_exhausted", on_exhausted_name(on_exhausted as i32));
-            let text = format!(
-                "limit on {}: {} per {window} ({mode})",
-                a.path,
-                money_text(amount, Some(scale), &a.currency)
-            );
-            mutation_text(ctx, &meta, r.duplicate, r.log_index, obj, text);
-            Ok(Done::Ok)
-        }
+        LimitCommand::Set(a) => limit_set(ctx, a).await,
         LimitCommand::Remove {
             path,
             currency,
             window,
             request,
-        } => {
-            parse::node_path(&path)?;
-            let window_spec = parse::window(&window).map_err(|e| format!("--window: {e}"))?;
-            let meta = request.meta();
-            let r = rpc!(
-                ctx,
-                admin_client::AdminClient,
-                remove_limit,
-                pb::RemoveLimitRequest {
-                    request_id: meta.request_id.clone(),
-                    sent_at_ms: meta.sent_at_ms,
-                    node: Some(parse::node_ref(&path)),
-                    currency: currency.clone(),
-                    window: Some(window_spec),
-                }
-            )?;
-            let obj = Obj::new()
-                .set("path", path.clone())
-                .set("currency", currency.clone())
-                .set("window", window.clone());
-            let text = format!("removed the {currency} {window} limit of {path}");
-            mutation_text(ctx, &meta, r.duplicate, r.log_index, obj, text);
-            Ok(Done::Ok)
-        }
+        } => limit_remove(ctx, path, currency, window, request).await,
     }
+}
+
+async fn limit_set(ctx: &Ctx, a: LimitSetArgs) -> Result<Done, CliError> {
+    let window = parse::window(&a.window).flag("--window")?;
+    let thresholds = a
+        .thresholds
+        .as_deref()
+        .map(parse::thresholds)
+        .transpose()
+        .flag("--thresholds")?
+        .unwrap_or_default();
+    let mode = if a.mode == "soft" {
+        pb::LimitMode::Soft
+    } else {
+        pb::LimitMode::Hard
+    };
+    let on_exhausted = if a.on_exhausted == "pause" {
+        pb::OnExhausted::Pause
+    } else {
+        pb::OnExhausted::Deny
+    };
+    parse::amount_syntax(&a.amount).flag("--amount")?;
+    let scale = node_scale(ctx, &a.path, &a.currency).await?;
+    let amount = parse::amount(&a.amount, scale, &a.currency).flag("--amount")?;
+    let (request_id, sent_at_ms) = a.request.ids();
+    let request = pb::SetLimitRequest {
+        request_id,
+        sent_at_ms,
+        node: Some(parse::node_ref(&a.path)),
+        limit: Some(pb::LimitSpec {
+            currency: a.currency.clone(),
+            amount: to_wire(amount),
+            window: Some(window),
+            mode: mode as i32,
+            thresholds: thresholds.clone(),
+            on_exhausted: on_exhausted as i32,
+        }),
+    };
+    let answer = ctx.client.set_limit(request).await?;
+    let change = LimitSet {
+        path: a.path,
+        currency: a.currency,
+        window: format_window(Some(&window)),
+        mode: names::mode(mode as i32),
+        amount,
+        scale,
+        thresholds,
+        on_exhausted: names::on_exhausted(on_exhausted as i32),
+    };
+    ctx.print_change(&answer, change);
+    Ok(Done::Ok)
+}
+
+async fn limit_remove(
+    ctx: &Ctx,
+    path: String,
+    currency: String,
+    window: String,
+    request: RequestArgs,
+) -> Result<Done, CliError> {
+    parse::node_path(&path)?;
+    let window_spec = parse::window(&window).flag("--window")?;
+    let (request_id, sent_at_ms) = request.ids();
+    let request = pb::RemoveLimitRequest {
+        request_id,
+        sent_at_ms,
+        node: Some(parse::node_ref(&path)),
+        currency: currency.clone(),
+        window: Some(window_spec),
+    };
+    let answer = ctx.client.remove_limit(request).await?;
+    let change = LimitRemoved {
+        path,
+        currency,
+        window,
+    };
+    ctx.print_change(&answer, change);
+    Ok(Done::Ok)
 }
 
 // ---- grants ------------------------------------------------------------------------------
@@ -438,101 +416,76 @@ pub struct GrantAddArgs {
     pub request: RequestArgs,
 }
 
-fn grant_kind(text: &str) -> Result<pb::GrantKind, CliError> {
-    Ok(match text {
-        "included" => pb::GrantKind::Included,
-        "free" => pb::GrantKind::Free,
-        "promotional" => pb::GrantKind::Promotional,
-        "prepaid" => pb::GrantKind::Prepaid,
-        "commitment" => pb::GrantKind::Commitment,
-        "on_demand" | "on-demand" => pb::GrantKind::OnDemand,
-        _ => {
-            return Err(CliError(format!(
-                "--kind {text:?} is not one of included, free, promotional, prepaid, \
-                 commitment, on_demand"
-            )))
-        }
-    })
-}
-
 pub async fn grant(ctx: &Ctx, command: GrantCommand) -> Result<Done, CliError> {
     let GrantCommand::Add(a) = command;
-    let kind = grant_kind(&a.kind)?;
-    let effective_at_ms = a
-        .effective
-        .as_deref()
-        .map(parse::parse_time)
-        .transpose()
-        .map_err(|e| format!("--effective: {e}"))?;
-    let expires_at_ms = a
-        .expires
-        .as_deref()
-        .map(parse::parse_time)
-        .transpose()
-        .map_err(|e| format!("--expires: {e}"))?;
-    let recur = a
-        .recur
-        .as_deref()
-        .map(|r| match r {
-            "hour" => Err("period \"hour\" is not one of day, week, month, year".to_owned()),
-            _ => parse::period(r),
-        })
-        .transpose()
-        .map_err(|e| format!("--recur: {e}"))?;
-    let rollover = a
-        .rollover
-        .as_deref()
-        .map(parse::rollover)
-        .transpose()
-        .map_err(|e| format!("--rollover: {e}"))?;
-    parse::amount_syntax(&a.amount).map_err(|e| format!("--amount: {e}"))?;
-    let (_, scale) = node_scale(ctx, &a.path, &a.currency).await?;
-    let amount =
-        parse::amount(&a.amount, scale, &a.currency).map_err(|e| format!("--amount: {e}"))?;
-    let meta = a.request.meta();
+    let terms = GrantTerms::parse(&a)?;
+    parse::amount_syntax(&a.amount).flag("--amount")?;
+    let scale = node_scale(ctx, &a.path, &a.currency).await?;
+    let amount = parse::amount(&a.amount, scale, &a.currency).flag("--amount")?;
+    let (request_id, sent_at_ms) = a.request.ids();
     let spec = pb::GrantSpec {
         currency: a.currency.clone(),
         amount: to_wire(amount),
         priority: a.priority,
-        kind: kind as i32,
-        effective_at_ms,
-        expires_at_ms,
-        recur: recur.map(|p| p as i32),
-        rollover,
+        kind: terms.kind as i32,
+        effective_at_ms: terms.effective_at_ms,
+        expires_at_ms: terms.expires_at_ms,
+        recur: terms.recur.map(|p| p as i32),
+        rollover: terms.rollover,
     };
-    let r = rpc!(
-        ctx,
-        admin_client::AdminClient,
-        add_grant,
-        pb::AddGrantRequest {
-            request_id: meta.request_id.clone(),
-            sent_at_ms: meta.sent_at_ms,
-            node: Some(parse::node_ref(&a.path)),
-            grant: Some(spec),
-        }
-    )?;
-    let kind_name = grant_kind_name(kind as i32);
-    let obj = Obj::new()
-        .set("grant_id", r.grant_id)
-        .set("path", a.path.clone())
-        .set("currency", a.currency.clone())
-        .set("kind", kind_name)
-        .set("priority", a.priority)
-        .money("amount", amount, Some(scale))
-        .time("effective_at", effective_at_ms)
-        .time("expires_at", expires_at_ms)
-        .set("recur", recur.map(|p| parse::period_name(p as i32)))
-        .set("rollover", parse::format_rollover(rollover.as_ref()));
-    let mut text = format!(
-        "added grant {} to {}: {} ({kind_name}, priority {})",
-        r.grant_id,
-        a.path,
-        money_text(amount, Some(scale), &a.currency),
-        a.priority
-    );
-    if let Some(ms) = expires_at_ms {
-        text.push_str(&format!(", expires {}", format_time(ms)));
-    }
-    mutation_text(ctx, &meta, r.duplicate, r.log_index, obj, text);
+    let request = pb::AddGrantRequest {
+        request_id,
+        sent_at_ms,
+        node: Some(parse::node_ref(&a.path)),
+        grant: Some(spec),
+    };
+    let answer = ctx.client.add_grant(request).await?;
+    let change = GrantAdded {
+        grant_id: answer.grant_id,
+        path: a.path,
+        currency: a.currency,
+        kind: names::grant_kind(terms.kind as i32),
+        priority: a.priority,
+        amount,
+        scale,
+        effective_at_ms: terms.effective_at_ms,
+        expires_at_ms: terms.expires_at_ms,
+        recur: terms.recur.map(|p| parse::period_name(p as i32)),
+        rollover: parse::format_rollover(terms.rollover.as_ref()),
+    };
+    ctx.print_change(&answer, change);
     Ok(Done::Ok)
+}
+
+/// A grant's terms as the flags give them, checked before anything is sent.
+struct GrantTerms {
+    kind: pb::GrantKind,
+    effective_at_ms: Option<u64>,
+    expires_at_ms: Option<u64>,
+    recur: Option<pb::Period>,
+    rollover: Option<pb::Rollover>,
+}
+
+impl GrantTerms {
+    fn parse(a: &GrantAddArgs) -> Result<GrantTerms, CliError> {
+        let time =
+            |text: Option<&str>, flag: &str| text.map(parse::parse_time).transpose().flag(flag);
+        // Grants renew at the end of a day at the shortest.
+        let recur = |r: &str| match r {
+            "hour" => Err("period \"hour\" is not one of day, week, month, year".to_owned()),
+            _ => parse::period(r),
+        };
+        Ok(GrantTerms {
+            kind: parse::grant_kind(&a.kind).flag("--kind")?,
+            effective_at_ms: time(a.effective.as_deref(), "--effective")?,
+            expires_at_ms: time(a.expires.as_deref(), "--expires")?,
+            recur: a.recur.as_deref().map(recur).transpose().flag("--recur")?,
+            rollover: a
+                .rollover
+                .as_deref()
+                .map(parse::rollover)
+                .transpose()
+                .flag("--rollover")?,
+        })
+    }
 }

@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use purser_client::{pb, Client, ClientConfig, ClientError};
-use serde_json::Value;
 
-use crate::output::{print_json, table, Obj};
 use crate::parse;
-use crate::{client_config, CliError, Ctx, Done};
+use crate::render::cluster::{Answer, Leader, Members, Snapshot, Statuses};
+use crate::{CliError, Ctx, Done};
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
@@ -53,235 +52,149 @@ pub enum ClusterCommand {
     },
 }
 
-fn members_json(members: &[pb::Member]) -> Value {
-    Value::Array(
-        members
-            .iter()
-            .map(|m| {
-                Obj::new()
-                    .set("id", m.id)
-                    .set("peer_addr", m.peer_addr.clone())
-                    .set("client_addr", m.client_addr.clone())
-                    .set("voter", m.voter)
-                    .value()
-            })
-            .collect(),
-    )
-}
-
-fn members_text(members: &[pb::Member]) -> String {
-    let rows: Vec<Vec<String>> = members
-        .iter()
-        .map(|m| {
-            vec![
-                m.id.to_string(),
-                if m.voter { "voter" } else { "learner" }.into(),
-                m.peer_addr.clone(),
-                m.client_addr.clone(),
-            ]
-        })
-        .collect();
-    table(&["ID", "MEMBER", "PEER", "CLIENT"], &rows)
-}
-
-fn print_members(ctx: &Ctx, what: String, log_index: Option<u64>, members: &[pb::Member]) {
-    if ctx.json() {
-        let mut obj = Obj::new();
-        if let Some(index) = log_index {
-            obj = obj.set("log_index", index);
-        }
-        print_json(&obj.set("members", members_json(members)).value());
-    } else {
-        println!("{what}\n{}", members_text(members));
-    }
-}
-
 pub async fn run(ctx: &Ctx, command: ClusterCommand) -> Result<Done, CliError> {
     match command {
-        ClusterCommand::Init { members } => {
-            let mut map = HashMap::new();
-            for m in &members {
-                let (id, addr) = parse::member(m)?;
-                if map.insert(id, addr).is_some() {
-                    return Err(CliError(format!("member id {id} is given twice")));
-                }
-            }
-            let request = pb::InitRequest {
-                members: map.clone(),
-            };
-            let r = match rpc!(ctx, cluster_client::ClusterClient, init, request) {
-                Ok(r) => r,
-                Err(ClientError::Status(s)) if s.code() == tonic::Code::FailedPrecondition => {
-                    return Err(CliError(format!(
-                        "the member refuses to initialize: is the cluster initialized already? \
-                         ({})",
-                        s.message()
-                    )))
-                }
-                Err(e) => return Err(e.into()),
-            };
-            // The answer may come before the membership entry is applied, with no members:
-            // then what was asked for is what was initialized.
-            let mut members = r.members;
-            if members.is_empty() {
-                members = map
-                    .into_iter()
-                    .map(|(id, m)| pb::Member {
-                        id,
-                        peer_addr: m.peer_addr,
-                        client_addr: m.client_addr,
-                        voter: true,
-                    })
-                    .collect();
-                members.sort_by_key(|m| m.id);
-            }
-            print_members(ctx, "initialized the cluster:".into(), None, &members);
-        }
+        ClusterCommand::Init { members } => init(ctx, &members).await,
         ClusterCommand::Add {
             member,
             client_addr,
             learner,
-        } => {
-            let (id, mut addr) = parse::member(&member)?;
-            if let Some(client) = client_addr {
-                parse::host_port(&client)?;
-                addr.client_addr = client;
-            }
-            // Catching up may stream a snapshot: give the blocking call more than a usual
-            // request's few seconds.
-            let slow = slow_ctx(ctx, Duration::from_secs(60))?;
-            let request = pb::AddLearnerRequest {
-                id,
-                peer_addr: addr.peer_addr.clone(),
-                client_addr: addr.client_addr.clone(),
-                blocking: true,
-            };
-            let r = rpc!(slow, cluster_client::ClusterClient, add_learner, request)?;
-            let (mut index, mut members) = (r.log_index, r.members);
-            if !learner {
-                let r = rpc!(
-                    ctx,
-                    cluster_client::ClusterClient,
-                    promote,
-                    pb::PromoteRequest { id }
-                )?;
-                (index, members) = (r.log_index, r.members);
-            }
-            let role = if learner { "learner" } else { "voter" };
-            print_members(
-                ctx,
-                format!("added member {id} as a {role}:"),
-                Some(index),
-                &members,
-            );
-        }
+        } => add(ctx, &member, client_addr, learner).await,
         ClusterCommand::Remove { id } => {
-            let r = rpc!(
-                ctx,
-                cluster_client::ClusterClient,
-                remove,
-                pb::RemoveRequest { id }
-            )?;
-            print_members(
-                ctx,
-                format!("removed member {id}:"),
-                Some(r.log_index),
-                &r.members,
-            );
+            let answer = ctx.client.remove(pb::RemoveRequest { id }).await?;
+            ctx.print(&Members {
+                done: format!("removed member {id}:"),
+                log_index: Some(answer.log_index),
+                members: &answer.members,
+            });
+            Ok(Done::Ok)
         }
-        ClusterCommand::TransferLeader { id } => {
-            // A transfer to the member that already leads is answered here: asking the leader
-            // to hand over to itself leaves it refusing writes (see the server's
-            // TransferLeader), and there is nothing to do anyway.
-            let status = rpc!(
-                ctx,
-                cluster_client::ClusterClient,
-                status,
-                pb::StatusRequest {}
-            )?;
-            if !status.members.iter().any(|m| m.id == id && m.voter) {
-                return Err(CliError(format!(
-                    "member {id} is not a voter of the cluster"
-                )));
-            }
-            if status.leader_id == Some(id) {
-                if ctx.json() {
-                    print_json(&Obj::new().set("leader_id", id).value());
-                } else {
-                    println!("member {id} is already the leader");
-                }
-                return Ok(Done::Ok);
-            }
-            // The server waits (up to 5 s) for the new leader to take over before answering.
-            let slow = slow_ctx(ctx, Duration::from_secs(15))?;
-            let r = rpc!(
-                slow,
-                cluster_client::ClusterClient,
-                transfer_leader,
-                pb::TransferLeaderRequest { id }
-            )?;
-            if ctx.json() {
-                print_json(&Obj::new().set("leader_id", r.leader_id).value());
-            } else {
-                match r.leader_id {
-                    Some(leader) if leader == id => println!("member {id} is the leader"),
-                    Some(leader) => println!("the leader is member {leader} (asked for {id})"),
-                    None => println!("no leader known yet (asked for {id})"),
-                }
-            }
-            if r.leader_id != Some(id) {
-                return Err(CliError(format!("member {id} did not become the leader")));
-            }
-        }
-        ClusterCommand::Status => return status(ctx).await,
+        ClusterCommand::TransferLeader { id } => transfer_leader(ctx, id).await,
+        ClusterCommand::Status => status(ctx).await,
         ClusterCommand::Snapshot { purge } => {
             // Served by the member asked, on itself: one endpoint, no redirect.
-            let endpoint = ctx
-                .endpoints
-                .first()
-                .cloned()
-                .ok_or_else(|| CliError("no --endpoint".into()))?;
-            let timeout = ctx.timeout.max(Duration::from_secs(15));
-            let config = ClientConfig {
-                request_timeout: timeout,
-                call_timeout: timeout,
-                ..client_config(timeout)
-            };
-            let one = Ctx::with_client(ctx, Client::new([endpoint], config)?);
-            let r = rpc!(
-                one,
-                cluster_client::ClusterClient,
-                snapshot,
-                pb::SnapshotRequest { purge }
-            )?;
-            if ctx.json() {
-                print_json(
-                    &Obj::new()
-                        .set("snapshot_index", r.snapshot_index)
-                        .set("purged", purge)
-                        .value(),
-                );
-            } else {
-                let purged = if purge { ", log purged up to it" } else { "" };
-                println!("snapshot at index {}{purged}", r.snapshot_index);
-            }
+            let member = ctx.first_member(Duration::from_secs(15))?;
+            let answer = member.snapshot(pb::SnapshotRequest { purge }).await?;
+            ctx.print(&Snapshot {
+                snapshot_index: answer.snapshot_index,
+                purged: purge,
+            });
+            Ok(Done::Ok)
         }
     }
+}
+
+async fn init(ctx: &Ctx, members: &[String]) -> Result<Done, CliError> {
+    let mut asked = HashMap::new();
+    for m in members {
+        let (id, addr) = parse::member(m)?;
+        if asked.insert(id, addr).is_some() {
+            return Err(CliError(format!("member id {id} is given twice")));
+        }
+    }
+    let request = pb::InitRequest {
+        members: asked.clone(),
+    };
+    let answer = match ctx.client.init(request).await {
+        Ok(answer) => answer,
+        Err(ClientError::Status(s)) if s.code() == tonic::Code::FailedPrecondition => {
+            return Err(CliError(format!(
+                "the member refuses to initialize: is the cluster initialized already? ({})",
+                s.message()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // The answer may come before the membership entry is applied, with no members: then
+    // what was asked for is what was initialized.
+    let mut members = answer.members;
+    if members.is_empty() {
+        members = asked
+            .into_iter()
+            .map(|(id, m)| pb::Member {
+                id,
+                peer_addr: m.peer_addr,
+                client_addr: m.client_addr,
+                voter: true,
+            })
+            .collect();
+        members.sort_by_key(|m| m.id);
+    }
+    ctx.print(&Members {
+        done: "initialized the cluster:".into(),
+        log_index: None,
+        members: &members,
+    });
     Ok(Done::Ok)
 }
 
-/// A context whose single attempts may take `at_least`: for calls that wait on the cluster.
-fn slow_ctx(ctx: &Ctx, at_least: Duration) -> Result<Ctx, CliError> {
-    let timeout = ctx.timeout.max(at_least);
-    let config = ClientConfig {
-        request_timeout: timeout,
-        call_timeout: timeout,
-        ..client_config(timeout)
+async fn add(
+    ctx: &Ctx,
+    member: &str,
+    client_addr: Option<String>,
+    learner: bool,
+) -> Result<Done, CliError> {
+    let (id, mut addr) = parse::member(member)?;
+    if let Some(client) = client_addr {
+        parse::host_port(&client)?;
+        addr.client_addr = client;
+    }
+    // Catching up may stream a snapshot: give the blocking call more than a usual request's
+    // few seconds.
+    let slow = ctx.slow_client(Duration::from_secs(60))?;
+    let request = pb::AddLearnerRequest {
+        id,
+        peer_addr: addr.peer_addr,
+        client_addr: addr.client_addr,
+        blocking: true,
     };
-    Ok(Ctx::with_client(
-        ctx,
-        Client::new(ctx.endpoints.clone(), config)?,
-    ))
+    let added = slow.add_learner(request).await?;
+    let (mut log_index, mut members) = (added.log_index, added.members);
+    if !learner {
+        let promoted = ctx.client.promote(pb::PromoteRequest { id }).await?;
+        (log_index, members) = (promoted.log_index, promoted.members);
+    }
+    let role = if learner { "learner" } else { "voter" };
+    ctx.print(&Members {
+        done: format!("added member {id} as a {role}:"),
+        log_index: Some(log_index),
+        members: &members,
+    });
+    Ok(Done::Ok)
+}
+
+async fn transfer_leader(ctx: &Ctx, id: u64) -> Result<Done, CliError> {
+    // A transfer to the member that already leads is answered here: asking the leader to hand
+    // over to itself leaves it refusing writes (see the server's TransferLeader), and there is
+    // nothing to do anyway.
+    let status = ctx.client.status(pb::StatusRequest {}).await?;
+    if !status.members.iter().any(|m| m.id == id && m.voter) {
+        return Err(CliError(format!(
+            "member {id} is not a voter of the cluster"
+        )));
+    }
+    if status.leader_id == Some(id) {
+        ctx.print(&Leader {
+            asked: id,
+            leader_id: Some(id),
+            already: true,
+        });
+        return Ok(Done::Ok);
+    }
+    // The server waits (up to 5 s) for the new leader to take over before answering.
+    let slow = ctx.slow_client(Duration::from_secs(15))?;
+    let answer = slow
+        .transfer_leader(pb::TransferLeaderRequest { id })
+        .await?;
+    ctx.print(&Leader {
+        asked: id,
+        leader_id: answer.leader_id,
+        already: false,
+    });
+    if answer.leader_id != Some(id) {
+        return Err(CliError(format!("member {id} did not become the leader")));
+    }
+    Ok(Done::Ok)
 }
 
 fn normalize(endpoint: &str) -> String {
@@ -292,8 +205,6 @@ fn normalize(endpoint: &str) -> String {
     }
 }
 
-type Answer = (String, Result<pb::StatusResponse, String>);
-
 /// One member's own view, asked directly: Status is served by any member, so there is no
 /// redirect to follow and no reason to retry elsewhere.
 async fn status_of(endpoint: String, timeout: Duration) -> Answer {
@@ -303,16 +214,12 @@ async fn status_of(endpoint: String, timeout: Duration) -> Answer {
         attempts_max: 1,
         connect_timeout: Duration::from_secs(1),
     };
-    let client = match Client::new([endpoint.clone()], config) {
+    let client = match Client::member(endpoint.clone(), config) {
         Ok(client) => client,
         Err(e) => return (endpoint, Err(e.to_string())),
     };
     let result = client
-        .call(|channel| async move {
-            pb::cluster_client::ClusterClient::new(channel)
-                .status(pb::StatusRequest {})
-                .await
-        })
+        .status(pb::StatusRequest {})
         .await
         .map_err(|e| match e {
             // One attempt at one address: its own message says it all.
@@ -339,17 +246,6 @@ async fn ask_all(endpoints: Vec<String>, timeout: Duration) -> Vec<Answer> {
     answers.into_iter().map(|(_, a)| a).collect()
 }
 
-pub fn role_name(role: i32) -> &'static str {
-    match pb::RaftRole::try_from(role) {
-        Ok(pb::RaftRole::Leader) => "leader",
-        Ok(pb::RaftRole::Candidate) => "candidate",
-        Ok(pb::RaftRole::Follower) => "follower",
-        Ok(pb::RaftRole::Learner) => "learner",
-        Ok(pb::RaftRole::Shutdown) => "shutdown",
-        _ => "unknown",
-    }
-}
-
 async fn status(ctx: &Ctx) -> Result<Done, CliError> {
     let mut asked: BTreeSet<String> = BTreeSet::new();
     let mut first: Vec<String> = Vec::new();
@@ -371,73 +267,7 @@ async fn status(ctx: &Ctx) -> Result<Done, CliError> {
         }
     }
     answers.extend(ask_all(more, ctx.timeout).await);
-
-    if ctx.json() {
-        let rows: Vec<Value> = answers
-            .iter()
-            .map(|(endpoint, answer)| match answer {
-                Ok(s) => Obj::new()
-                    .set("endpoint", endpoint.clone())
-                    .set("id", s.id)
-                    .set("role", role_name(s.role))
-                    .set("term", s.term)
-                    .set("leader_id", s.leader_id)
-                    .set("leader_client_addr", s.leader_client_addr.clone())
-                    .set("last_log_index", s.last_log_index)
-                    .set("applied_index", s.applied_index)
-                    .set("snapshot_index", s.snapshot_index)
-                    .set("state_digest", s.state_digest.clone())
-                    .set("state_now_ms", s.state_now_ms)
-                    .set("members", members_json(&s.members))
-                    .value(),
-                Err(e) => Obj::new()
-                    .set("endpoint", endpoint.clone())
-                    .set("error", e.clone())
-                    .value(),
-            })
-            .collect();
-        print_json(&Value::Array(rows));
-    } else {
-        let dash = || "-".to_owned();
-        let rows: Vec<Vec<String>> = answers
-            .iter()
-            .map(|(endpoint, answer)| match answer {
-                Ok(s) => vec![
-                    endpoint.clone(),
-                    s.id.to_string(),
-                    role_name(s.role).into(),
-                    s.term.to_string(),
-                    s.leader_id.map_or_else(dash, |l| l.to_string()),
-                    s.last_log_index.to_string(),
-                    s.applied_index.to_string(),
-                    s.snapshot_index.map_or_else(dash, |i| i.to_string()),
-                    s.state_digest.chars().take(12).collect(),
-                ],
-                Err(_) => vec![endpoint.clone(), dash(), "unreachable".into()],
-            })
-            .collect();
-        let header = [
-            "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "LAST_LOG", "APPLIED", "SNAPSHOT", "DIGEST",
-        ];
-        println!("{}", table(&header, &rows));
-        for (endpoint, answer) in &answers {
-            if let Err(e) = answer {
-                println!("{endpoint}: {e}");
-            }
-        }
-        // The membership as the leader sees it, or as anyone does when there is no leader.
-        let view = answers
-            .iter()
-            .filter_map(|(_, a)| a.as_ref().ok())
-            .max_by_key(|s| (s.role == pb::RaftRole::Leader as i32, s.term));
-        if let Some(s) = view.filter(|s| !s.members.is_empty()) {
-            println!(
-                "\nmembership (as member {} sees it):\n{}",
-                s.id,
-                members_text(&s.members)
-            );
-        }
-    }
+    ctx.print(&Statuses(&answers));
     if answers.iter().all(|(_, a)| a.is_err()) {
         return Err("no member answered".into());
     }

@@ -3,43 +3,35 @@
 //!
 //! Exit codes: 0 when the operation succeeded (or a reservation was granted), 3 when a
 //! reservation or charge was denied, 1 on any error (with one `error: ...` line on stderr).
+//!
+//! Every client command is parse, call, render: its module (`budget`, `admin`, `cluster`, ...)
+//! checks the arguments offline, calls through `purser-client`'s typed methods (leader
+//! discovery, redirects and retries live there), and hands the answer to `render`, the one
+//! place that prints.
+
+#![deny(clippy::expect_used)]
+#![warn(clippy::too_many_lines)]
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use purser_client::{Client, ClientConfig, ClientError};
-
-/// Calls one RPC through the client (leader discovery, redirects, retries). The request is
-/// built once, outside the closure, so that every retry sends the same request id and
-/// `sent_at_ms`.
-macro_rules! rpc {
-    ($ctx:expr, $($service:ident)::+, $method:ident, $request:expr) => {{
-        let request = $request;
-        $ctx.client
-            .call(|channel| {
-                let request = request.clone();
-                async move {
-                    purser_client::pb::$($service)::+::new(channel)
-                        .$method(request)
-                        .await
-                }
-            })
-            .await
-    }};
-}
+use parse::Flagged;
 
 mod admin;
 mod budget;
 mod cluster;
+mod config;
+mod ctx;
 mod meter;
-mod output;
 mod parse;
+mod render;
 mod report;
 mod server;
 mod webhook;
 
-use output::Format;
+pub use ctx::{CliError, Ctx, Done};
+use render::Format;
 
 #[derive(Parser)]
 #[command(
@@ -124,101 +116,6 @@ enum Command {
     Usage(report::UsageArgs),
 }
 
-/// What a command that did not fail ended with.
-pub enum Done {
-    Ok,
-    /// A reservation or charge was refused: exit 3.
-    Denied,
-}
-
-/// A one-line error for stderr; exit 1.
-#[derive(Debug)]
-pub struct CliError(pub String);
-
-impl From<String> for CliError {
-    fn from(message: String) -> Self {
-        CliError(message)
-    }
-}
-
-impl From<&str> for CliError {
-    fn from(message: &str) -> Self {
-        CliError(message.to_owned())
-    }
-}
-
-impl From<ClientError> for CliError {
-    fn from(error: ClientError) -> Self {
-        CliError(match error {
-            ClientError::Status(status) => {
-                format!("{} ({})", status.message(), code_name(status.code()))
-            }
-            other => other.to_string(),
-        })
-    }
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::InvalidArgument => "invalid argument",
-        Code::NotFound => "not found",
-        Code::AlreadyExists => "already exists",
-        Code::FailedPrecondition => "failed precondition",
-        Code::ResourceExhausted => "resource exhausted",
-        Code::PermissionDenied => "permission denied",
-        Code::Unauthenticated => "unauthenticated",
-        Code::Unavailable => "unavailable",
-        Code::DeadlineExceeded => "deadline exceeded",
-        Code::Internal => "internal error",
-        Code::Unimplemented => "not implemented by the server",
-        _ => "error",
-    }
-}
-
-/// What every client command needs: the client and how to print.
-pub struct Ctx {
-    pub client: Client,
-    pub format: Format,
-    pub endpoints: Vec<String>,
-    pub timeout: Duration,
-}
-
-impl Ctx {
-    fn new(endpoints: Vec<String>, format: Format, timeout: Duration) -> Result<Ctx, CliError> {
-        let client = Client::new(endpoints.clone(), client_config(timeout))
-            .map_err(|e| CliError(format!("--endpoint: {e}")))?;
-        Ok(Ctx {
-            client,
-            format,
-            endpoints,
-            timeout,
-        })
-    }
-
-    /// The same context with another client (other timeouts).
-    pub fn with_client(ctx: &Ctx, client: Client) -> Ctx {
-        Ctx {
-            client,
-            format: ctx.format,
-            endpoints: ctx.endpoints.clone(),
-            timeout: ctx.timeout,
-        }
-    }
-
-    pub fn json(&self) -> bool {
-        self.format == Format::Json
-    }
-}
-
-pub fn client_config(timeout: Duration) -> ClientConfig {
-    ClientConfig {
-        request_timeout: timeout.min(Duration::from_secs(5)),
-        call_timeout: timeout,
-        ..ClientConfig::default()
-    }
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -261,12 +158,26 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::from(1)
         }
         _ => {
-            let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or("error: bad usage");
-            eprintln!("{first} (see --help)");
+            eprintln!("{} (see --help)", one_line(&e.to_string()));
             ExitCode::from(1)
         }
     }
+}
+
+/// Clap's message on one line, without its usage block and pointer to `--help` (the caller
+/// adds its own). The lines before `Usage:` carry what is wrong: the missing arguments are
+/// listed on lines of their own, below the first.
+fn one_line(rendered: &str) -> String {
+    let parts: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
+        .collect();
+    if parts.is_empty() {
+        return "error: bad usage".into();
+    }
+    parts.join(" ")
 }
 
 fn init_logging(default: &str) {
@@ -295,9 +206,7 @@ fn run_server(command: Command) -> Result<Done, CliError> {
 }
 
 fn run_client(cli: Cli) -> Result<Done, CliError> {
-    let timeout = Duration::from_millis(
-        parse::duration_ms(&cli.timeout).map_err(|e| format!("--timeout: {e}"))?,
-    );
+    let timeout = Duration::from_millis(parse::duration_ms(&cli.timeout).flag("--timeout")?);
     let endpoints: Vec<String> = cli
         .endpoint
         .iter()

@@ -1,12 +1,12 @@
 //! `purser watch`: the event stream as JSON lines, resumed without gaps or duplicates across
 //! disconnects and leader changes (any member serves it; indices are the same everywhere).
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use clap::Args;
 use purser_client::pb;
 
+use crate::render::meter::print_event;
 use crate::{parse, CliError, Ctx, Done};
 
 #[derive(Args)]
@@ -31,14 +31,13 @@ pub struct WatchArgs {
 pub async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<Done, CliError> {
     let mut next = a.from.max(1);
     let mut printed = 0u64;
-    let stdout = std::io::stdout();
     loop {
         let request = pb::WatchRequest {
             from_index: next,
             kinds: a.kinds.clone(),
             node: a.path.as_deref().map(parse::node_ref),
         };
-        let mut stream = rpc!(ctx, meter_client::MeterClient, watch, request)?;
+        let mut stream = ctx.client.watch(request).await?;
         loop {
             let event = match stream.message().await {
                 Ok(Some(event)) => event,
@@ -54,19 +53,7 @@ pub async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<Done, CliError> {
                     break;
                 }
             };
-            let fields: serde_json::Value =
-                serde_json::from_str(&event.json).unwrap_or(serde_json::Value::Null);
-            let line = serde_json::json!({
-                "index": event.index,
-                "log_index": event.log_index,
-                "at_ms": event.at_ms,
-                "kind": event.kind,
-                "node_id": event.node_id,
-                "event": fields,
-            });
-            let mut out = stdout.lock();
-            writeln!(out, "{line}").map_err(|e| CliError(format!("stdout: {e}")))?;
-            out.flush().map_err(|e| CliError(format!("stdout: {e}")))?;
+            print_event(&event).map_err(|e| CliError(format!("stdout: {e}")))?;
             next = event.index + 1;
             printed += 1;
             if a.limit.is_some_and(|limit| printed >= limit) {

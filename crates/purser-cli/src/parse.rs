@@ -6,7 +6,20 @@ use purser_client::pb;
 use purser_core::limits::AMOUNT_MAX;
 use purser_core::time::{DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 
+use crate::CliError;
+
 pub type ParseResult<T> = Result<T, String>;
+
+/// Names the flag a bad value came from: `--ttl: duration "5" is not like 90s, ...`.
+pub trait Flagged<T> {
+    fn flag(self, flag: &str) -> Result<T, CliError>;
+}
+
+impl<T> Flagged<T> for ParseResult<T> {
+    fn flag(self, flag: &str) -> Result<T, CliError> {
+        self.map_err(|e| CliError(format!("{flag}: {e}")))
+    }
+}
 
 // ---- amounts -----------------------------------------------------------------------------
 
@@ -316,6 +329,23 @@ pub fn format_rollover(rollover: Option<&pb::Rollover>) -> String {
         Some(Kind::CapMultiple(n)) => format!("cap:{n}"),
         Some(Kind::Percent(p)) => format!("percent:{p}"),
     }
+}
+
+pub fn grant_kind(text: &str) -> ParseResult<pb::GrantKind> {
+    Ok(match text {
+        "included" => pb::GrantKind::Included,
+        "free" => pb::GrantKind::Free,
+        "promotional" => pb::GrantKind::Promotional,
+        "prepaid" => pb::GrantKind::Prepaid,
+        "commitment" => pb::GrantKind::Commitment,
+        "on_demand" | "on-demand" => pb::GrantKind::OnDemand,
+        _ => {
+            return Err(format!(
+                "{text:?} is not one of included, free, promotional, prepaid, commitment, \
+                 on_demand"
+            ))
+        }
+    })
 }
 
 pub fn thresholds(text: &str) -> ParseResult<Vec<u32>> {

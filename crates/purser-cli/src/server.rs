@@ -1,13 +1,14 @@
 //! `purser dev` and `purser serve`: one member in this process until Ctrl-C or SIGTERM.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use purser_server::node::NodeConfig;
 use purser_server::serve::{dev_config, ServeConfig, Server};
 
+use crate::config::{socket_addr, Effective, Settings};
 use crate::CliError;
 
 #[derive(Args)]
@@ -32,46 +33,12 @@ pub struct DevArgs {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// This member's id, unique in the cluster (positive).
-    #[arg(long)]
-    pub id: Option<u64>,
-    /// Where clients connect (Budget, Admin and Cluster services).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub listen: Option<String>,
-    /// Where the other members connect (Raft).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub peer_listen: Option<String>,
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// A TOML file with the same keys (id, listen, peer_listen, data_dir, advertise), one
-    /// `key = value` per line; flags given on the command line win.
-    #[arg(long, value_name = "FILE")]
+    /// A TOML file with a key for each flag below (`id = 2`, `listen = "0.0.0.0:7601"`, ...);
+    /// PURSER_* environment variables override it, flags override both.
+    #[arg(long, env = "PURSER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The client address other members hand to clients when they redirect them here
-    /// (default: --listen). Needed when --listen is 0.0.0.0 or behind NAT.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub advertise: Option<String>,
-    /// Serve `GET /v1/report` (CSV or JSON) over plain HTTP here (default: not at all).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub http_listen: Option<String>,
-    /// Serve linearizable reads and denials under the leader's lease, without a quorum round
-    /// trip. Assumes the members' clocks run at the same rate (docs/architecture.md); an
-    /// expired lease falls back to a read index.
-    #[arg(long)]
-    pub lease_reads: bool,
-    /// The newest events this member keeps for `watch` and webhooks (at least 1000); older
-    /// ones leave once folded into the report rollups.
-    #[arg(long, value_name = "N", default_value_t = purser_server::store::EVENTS_KEPT)]
-    pub events_kept: u64,
-}
-
-fn socket_addr(text: &str, flag: &str) -> Result<SocketAddr, CliError> {
-    let mut addrs = text
-        .to_socket_addrs()
-        .map_err(|e| CliError(format!("{flag} {text:?}: {e}")))?;
-    addrs
-        .next()
-        .ok_or_else(|| CliError(format!("{flag} {text:?}: no address")))
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 /// Free ports for `--listen HOST:0`: both listeners are held together so that the two ports
@@ -139,62 +106,33 @@ pub async fn dev(a: DevArgs) -> Result<(), CliError> {
 
 pub async fn serve(a: ServeArgs) -> Result<(), CliError> {
     let file = match &a.config {
-        Some(path) => read_config(path)?,
-        None => FileConfig::default(),
+        Some(path) => Settings::read(path)?,
+        None => Settings::default(),
     };
-    let id =
-        a.id.or(file.id)
-            .ok_or("--id is required (or `id` in --config)")?;
-    if id == 0 {
-        return Err("--id must be positive".into());
-    }
-    let listen_text = a.listen.or(file.listen).ok_or("--listen is required")?;
-    let listen = socket_addr(&listen_text, "--listen")?;
-    let peer_text = a
-        .peer_listen
-        .or(file.peer_listen)
-        .ok_or("--peer-listen is required")?;
-    let peer = socket_addr(&peer_text, "--peer-listen")?;
-    let data_dir = a
-        .data_dir
-        .or(file.data_dir)
-        .ok_or("--data-dir is required")?;
-    let advertise = match a.advertise.or(file.advertise) {
-        Some(addr) => {
-            crate::parse::host_port(&addr).map_err(|e| format!("--advertise: {e}"))?;
-            addr
-        }
-        None => {
-            if listen.ip().is_unspecified() {
-                tracing::warn!(
-                    "--listen {listen} is a wildcard: give --advertise so that redirects to \
-                     this member reach it"
-                );
-            }
-            listen.to_string()
-        }
-    };
-    let mut node = NodeConfig::new(id, data_dir.clone(), peer, advertise);
-    node.lease_reads = a.lease_reads;
-    node.events_kept = a.events_kept;
-    let http_listen = match a.http_listen {
-        Some(text) => Some(socket_addr(&text, "--http-listen")?),
-        None => None,
-    };
-    let config = ServeConfig {
+    let config = Effective::of(a.settings.or(file))?;
+    tracing::info!("configuration: {config}");
+    let mut node = NodeConfig::new(
+        config.id,
+        config.data_dir.clone(),
+        config.peer_listen,
+        config.advertise,
+    );
+    node.lease_reads = config.lease_reads;
+    node.events_kept = config.events_kept;
+    let server = Server::start(ServeConfig {
         node,
-        client_listen: listen,
+        client_listen: config.listen,
         bootstrap_single: false,
-        http_listen,
-    };
-    let server = Server::start(config)
-        .await
-        .map_err(|e| CliError(format!("cannot start: {e}")))?;
+        http_listen: config.http_listen,
+    })
+    .await
+    .map_err(|e| CliError(format!("cannot start: {e}")))?;
     eprintln!(
-        "purser serve: member {id} listening on {} (peers {}, data {})",
+        "purser serve: member {} listening on {} (peers {}, data {})",
+        config.id,
         server.client_addr,
         server.node.peer_addr(),
-        data_dir.display()
+        config.data_dir.display()
     );
     run_until_signal(server).await;
     Ok(())
@@ -230,157 +168,4 @@ async fn shutdown_signal() {
         }
     }
     ctrl_c.await;
-}
-
-// ---- --config ----------------------------------------------------------------------------
-
-#[derive(Default, Debug, PartialEq)]
-struct FileConfig {
-    id: Option<u64>,
-    listen: Option<String>,
-    peer_listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    advertise: Option<String>,
-}
-
-fn read_config(path: &Path) -> Result<FileConfig, CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError(format!("--config {}: {e}", path.display())))?;
-    parse_config(&text).map_err(|e| CliError(format!("--config {}: {e}", path.display())))
-}
-
-/// The flat subset of TOML that a member's settings need: `key = "string"` or `key = 123`
-/// per line, `#` comments, basic and literal strings. Tables and arrays are refused rather
-/// than guessed at; a full TOML parser is not worth its dependencies for five keys.
-fn parse_config(text: &str) -> Result<FileConfig, String> {
-    let mut config = FileConfig::default();
-    let mut seen = std::collections::BTreeSet::new();
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        let at = |e: String| format!("line {}: {e}", n + 1);
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if line.starts_with('[') {
-            return Err(at(
-                "tables are not supported: use top-level `key = value` lines".into(),
-            ));
-        }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| at("expected `key = value`".into()))?;
-        let key = key.trim().trim_matches('"').replace('-', "_");
-        if !seen.insert(key.clone()) {
-            return Err(at(format!("`{key}` is set twice")));
-        }
-        let value = toml_value(value.trim()).map_err(at)?;
-        let string = |v: TomlValue| match v {
-            TomlValue::Str(s) => Ok(s),
-            TomlValue::Int(_) => Err(at(format!("`{key}` must be a string"))),
-        };
-        match key.as_str() {
-            "id" => match value {
-                TomlValue::Int(i) => config.id = Some(i),
-                TomlValue::Str(_) => return Err(at("`id` must be an integer".into())),
-            },
-            "listen" => config.listen = Some(string(value)?),
-            "peer_listen" => config.peer_listen = Some(string(value)?),
-            "data_dir" => config.data_dir = Some(PathBuf::from(string(value)?)),
-            "advertise" => config.advertise = Some(string(value)?),
-            _ => {
-                return Err(at(format!(
-                    "unknown key `{key}` (known: id, listen, peer_listen, data_dir, advertise)"
-                )))
-            }
-        }
-    }
-    Ok(config)
-}
-
-enum TomlValue {
-    Str(String),
-    Int(u64),
-}
-
-fn toml_value(text: &str) -> Result<TomlValue, String> {
-    let rest_is_comment = |rest: &str| {
-        let rest = rest.trim();
-        if rest.is_empty() || rest.starts_with('#') {
-            Ok(())
-        } else {
-            Err(format!("unexpected {rest:?} after the value"))
-        }
-    };
-    if let Some(body) = text.strip_prefix('\'') {
-        let end = body.find('\'').ok_or("unterminated string")?;
-        rest_is_comment(&body[end + 1..])?;
-        return Ok(TomlValue::Str(body[..end].to_owned()));
-    }
-    if let Some(body) = text.strip_prefix('"') {
-        let mut out = String::new();
-        let mut chars = body.char_indices();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '"' => {
-                    rest_is_comment(&body[i + 1..])?;
-                    return Ok(TomlValue::Str(out));
-                }
-                '\\' => match chars.next().map(|(_, c)| c) {
-                    Some('"') => out.push('"'),
-                    Some('\\') => out.push('\\'),
-                    Some('n') => out.push('\n'),
-                    Some('t') => out.push('\t'),
-                    other => return Err(format!("unsupported escape \\{}", other.unwrap_or(' '))),
-                },
-                c => out.push(c),
-            }
-        }
-        return Err("unterminated string".into());
-    }
-    let (number, rest) = text.split_at(
-        text.find(|c: char| c.is_whitespace() || c == '#')
-            .unwrap_or(text.len()),
-    );
-    rest_is_comment(rest)?;
-    number
-        .replace('_', "")
-        .parse()
-        .map(TomlValue::Int)
-        .map_err(|_| format!("{number:?} is not a string or a non-negative integer"))
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_subset() {
-        let text = r#"
-            # member 2
-            id = 2
-            listen = "0.0.0.0:7601"   # clients
-            peer-listen = '0.0.0.0:7701'
-            data_dir = "/var/lib/purser/2"
-            advertise = "10.0.0.2:7601"
-        "#;
-        let c = parse_config(text).unwrap();
-        assert_eq!(c.id, Some(2));
-        assert_eq!(c.listen.as_deref(), Some("0.0.0.0:7601"));
-        assert_eq!(c.peer_listen.as_deref(), Some("0.0.0.0:7701"));
-        assert_eq!(c.data_dir, Some(PathBuf::from("/var/lib/purser/2")));
-        assert_eq!(c.advertise.as_deref(), Some("10.0.0.2:7601"));
-        for bad in [
-            "[server]\nid = 1",
-            "id = \"1\"",
-            "listen = 5",
-            "id = 1\nid = 2",
-            "port = 1",
-            "listen = \"a",
-            "listen = \"a\" junk",
-            "id",
-        ] {
-            assert!(parse_config(bad).is_err(), "{bad:?}");
-        }
-    }
 }

@@ -3,8 +3,9 @@
 use clap::{Args, Subcommand};
 use purser_client::pb;
 
-use crate::budget::{Meta, RequestArgs};
-use crate::output::{print_json, Obj};
+use crate::budget::RequestArgs;
+use crate::render::change::{WebhookAdded, WebhookRemoved};
+use crate::render::webhook::{answered_2xx, Listed, Tested};
 use crate::{parse, CliError, Ctx, Done};
 
 #[derive(Subcommand)]
@@ -59,42 +60,25 @@ pub async fn run(ctx: &Ctx, command: WebhookCommand) -> Result<Done, CliError> {
     }
 }
 
-fn print_mutation(ctx: &Ctx, meta: &Meta, duplicate: bool, log_index: u64, obj: Obj, text: String) {
-    if ctx.json() {
-        let mut all = meta.obj(duplicate, log_index);
-        all.0.extend(obj.0);
-        print_json(&all.value());
-    } else if duplicate {
-        println!("{text} (duplicate request: already applied)");
-    } else {
-        println!("{text}");
-    }
-}
-
 async fn add(ctx: &Ctx, a: AddArgs) -> Result<Done, CliError> {
     let root = parse::node_path(&a.root)?;
-    let meta = a.request.meta();
+    let (request_id, sent_at_ms) = a.request.ids();
     let request = pb::AddWebhookRequest {
-        request_id: meta.request_id.clone(),
-        sent_at_ms: meta.sent_at_ms,
+        request_id,
+        sent_at_ms,
         root: Some(parse::node_ref(&root)),
         url: a.url.clone(),
         secret: a.secret,
         kinds: a.kinds.clone(),
     };
-    let r = rpc!(ctx, webhook_client::WebhookClient, add_webhook, request)?;
-    let obj = Obj::new()
-        .set("webhook_id", r.webhook_id)
-        .set("root", root.clone())
-        .set("url", a.url.clone())
-        .set("kinds", a.kinds.clone());
-    let text = format!(
-        "webhook {} delivers {} of {root} to {}",
-        r.webhook_id,
-        a.kinds.join(", "),
-        a.url
-    );
-    print_mutation(ctx, &meta, r.duplicate, r.log_index, obj, text);
+    let answer = ctx.client.add_webhook(request).await?;
+    let change = WebhookAdded {
+        webhook_id: answer.webhook_id,
+        root,
+        url: a.url,
+        kinds: a.kinds,
+    };
+    ctx.print_change(&answer, change);
     Ok(Done::Ok)
 }
 
@@ -103,67 +87,23 @@ async fn list(ctx: &Ctx, root: String) -> Result<Done, CliError> {
     let request = pb::ListWebhooksRequest {
         root: Some(parse::node_ref(&root)),
     };
-    let r = rpc!(ctx, webhook_client::WebhookClient, list_webhooks, request)?;
-    if ctx.json() {
-        let hooks: Vec<serde_json::Value> = r
-            .webhooks
-            .iter()
-            .map(|w| {
-                Obj::new()
-                    .set("id", w.id)
-                    .set("root_id", w.root_id)
-                    .set("root", w.root_path.clone())
-                    .set("url", w.url.clone())
-                    .set("kinds", w.kinds.clone())
-                    .set("delivered_through", w.delivered_through)
-                    .value()
-            })
-            .collect();
-        let obj = Obj::new()
-            .set("root", root)
-            .set("events_written", r.events_written)
-            .set("webhooks", hooks);
-        print_json(&obj.value());
-        return Ok(Done::Ok);
-    }
-    if r.webhooks.is_empty() {
-        println!("{root} has no webhooks");
-        return Ok(Done::Ok);
-    }
-    println!("{root}: events written up to {}", r.events_written);
-    println!(
-        "  {:<6}  {:<18}  {:<40}  KINDS",
-        "ID", "DELIVERED_THROUGH", "URL"
-    );
-    for w in &r.webhooks {
-        println!(
-            "  {:<6}  {:<18}  {:<40}  {}",
-            w.id,
-            w.delivered_through,
-            w.url,
-            w.kinds.join(",")
-        );
-    }
+    let list = ctx.client.list_webhooks(request).await?;
+    ctx.print(&Listed {
+        root: &root,
+        list: &list,
+    });
     Ok(Done::Ok)
 }
 
-async fn remove(ctx: &Ctx, id: u64, request: RequestArgs) -> Result<Done, CliError> {
-    let meta = request.meta();
+async fn remove(ctx: &Ctx, webhook_id: u64, request: RequestArgs) -> Result<Done, CliError> {
+    let (request_id, sent_at_ms) = request.ids();
     let request = pb::RemoveWebhookRequest {
-        request_id: meta.request_id.clone(),
-        sent_at_ms: meta.sent_at_ms,
-        webhook_id: id,
+        request_id,
+        sent_at_ms,
+        webhook_id,
     };
-    let r = rpc!(ctx, webhook_client::WebhookClient, remove_webhook, request)?;
-    let obj = Obj::new().set("webhook_id", id);
-    print_mutation(
-        ctx,
-        &meta,
-        r.duplicate,
-        r.log_index,
-        obj,
-        format!("removed webhook {id}"),
-    );
+    let answer = ctx.client.remove_webhook(request).await?;
+    ctx.print_change(&answer, WebhookRemoved { webhook_id });
     Ok(Done::Ok)
 }
 
@@ -178,40 +118,12 @@ async fn test(ctx: &Ctx, target: String) -> Result<Done, CliError> {
             root: Some(parse::node_ref(&parse::node_path(&target)?)),
         },
     };
-    let r = rpc!(ctx, webhook_client::WebhookClient, test_webhook, request)?;
-    let ok = |t: &pb::WebhookTestResult| (200..300).contains(&t.http_status);
-    if ctx.json() {
-        let results: Vec<serde_json::Value> = r
-            .results
-            .iter()
-            .map(|t| {
-                Obj::new()
-                    .set("webhook_id", t.webhook_id)
-                    .set("url", t.url.clone())
-                    .set("ok", ok(t))
-                    .set("http_status", (t.http_status != 0).then_some(t.http_status))
-                    .set("error", (!t.error.is_empty()).then(|| t.error.clone()))
-                    .set("elapsed_ms", t.elapsed_ms)
-                    .value()
-            })
-            .collect();
-        print_json(&Obj::new().set("results", results).value());
-    } else if r.results.is_empty() {
-        println!("{target} has no webhooks");
-    } else {
-        for t in &r.results {
-            let answer = if t.http_status != 0 {
-                format!("HTTP {}", t.http_status)
-            } else {
-                format!("no answer: {}", t.error)
-            };
-            println!(
-                "webhook {} {}: {answer} in {} ms",
-                t.webhook_id, t.url, t.elapsed_ms
-            );
-        }
-    }
-    if r.results.iter().all(ok) {
+    let results = ctx.client.test_webhook(request).await?.results;
+    ctx.print(&Tested {
+        target: &target,
+        results: &results,
+    });
+    if results.iter().all(answered_2xx) {
         Ok(Done::Ok)
     } else {
         Err("a webhook endpoint did not answer 2xx".into())

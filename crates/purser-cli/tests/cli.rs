@@ -20,10 +20,18 @@ struct Dev {
 
 impl Dev {
     fn start(dir: &Path, name: &str) -> Dev {
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.join("data"))
+            .arg(dir.join("data"));
+        Dev::spawn(command, dir, name)
+    }
+
+    /// Runs `command` (a `dev` or `serve`) with its stderr in `DIR/NAME.log` until it says
+    /// where it listens.
+    fn spawn(mut command: Command, dir: &Path, name: &str) -> Dev {
+        let log = dir.join(format!("{name}.log"));
+        let child = command
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -37,20 +45,21 @@ impl Dev {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let text = std::fs::read_to_string(&dev.log).unwrap_or_default();
+            let text = dev.log_text();
             if let Some(rest) = text.split("listening on ").nth(1) {
                 dev.endpoint = rest.split_whitespace().next().unwrap().to_owned();
                 return dev;
             }
             if let Some(status) = dev.child.try_wait().unwrap() {
-                panic!("purser dev exited ({status}) before listening:\n{text}");
+                panic!("purser exited ({status}) before listening:\n{text}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "purser dev did not start:\n{text}"
-            );
+            assert!(Instant::now() < deadline, "purser did not start:\n{text}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn run(&self, args: &[&str]) -> Out {
@@ -63,12 +72,7 @@ impl Dev {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        Out {
-            args: args.join(" "),
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(output.stdout).unwrap(),
-            stderr: String::from_utf8(output.stderr).unwrap(),
-        }
+        out(args, output)
     }
 
     /// Runs with `--output json`, expects `code`, and returns the parsed stdout.
@@ -116,6 +120,15 @@ struct Out {
     code: i32,
     stdout: String,
     stderr: String,
+}
+
+fn out(args: &[&str], output: std::process::Output) -> Out {
+    Out {
+        args: args.join(" "),
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
 }
 
 /// A refused command: exit 1, nothing on stdout, one `error: ...` line on stderr.
@@ -472,4 +485,164 @@ fn watch_report_and_usage_show_where_the_money_went() {
     );
     let usage = dev.json(0, &["usage", "acme/ml"]);
     assert_eq!(usage["limits"][0]["spent"], "3.75");
+}
+
+/// Usage errors are one line that names what is wrong, as clap words it, and exit 1.
+#[test]
+fn usage_errors_name_the_missing_or_unknown_argument() {
+    let run = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("PURSER_ENDPOINT")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        out(args, output)
+    };
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["reserve", "acme/ml", "--amount", "1"],
+            "required arguments were not provided: --currency <CURRENCY>",
+        ),
+        (&["commit"], "<RESERVATION_ID>"),
+        (&["cluster", "init"], "--members <MEMBERS>"),
+        (&["show", "acme", "--bogus"], "'--bogus'"),
+        (&["--output", "yaml", "show", "acme"], "'yaml'"),
+        (
+            &[
+                "charge",
+                "acme",
+                "--currency",
+                "usd",
+                "--amount",
+                "1",
+                "--sent-at-ms",
+                "0",
+            ],
+            "--sent-at-ms",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = run(args);
+        assert_error(&out, needle);
+        assert!(
+            out.stderr.trim_end().ends_with("(see --help)")
+                && !out.stderr.contains("For more information"),
+            "one pointer to --help: {out:?}"
+        );
+    }
+}
+
+/// `purser serve` takes each setting from its flag, else its PURSER_* variable, else the
+/// `--config` file, else the default, and says what it runs with.
+#[test]
+fn serve_settings_come_from_flags_then_environment_then_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("member.toml");
+    let file_data = dir.path().join("file-data");
+    std::fs::write(
+        &file,
+        format!(
+            "id = 7\n\
+             listen = \"127.0.0.1:0\"\n\
+             peer_listen = \"127.0.0.1:0\"\n\
+             data_dir = {file_data:?}\n\
+             advertise = \"127.0.0.1:7607\"\n\
+             http_listen = \"127.0.0.1:0\"\n\
+             lease_reads = true\n\
+             events_kept = 5000\n"
+        ),
+    )
+    .unwrap();
+    let serve = |envs: &[(&str, &str)], flags: &[&str], name: &str| {
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--config"]).arg(&file).args(flags);
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let member = Dev::spawn(command, dir.path(), name);
+        let log = member.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("configuration: "))
+            .unwrap_or_else(|| panic!("no configuration line in {log}"))
+            .to_owned();
+        member.terminate();
+        line
+    };
+
+    // The file alone sets every key.
+    let line = serve(&[], &[], "file");
+    for setting in [
+        "id=7 ",
+        "data_dir=",
+        "advertise=127.0.0.1:7607 ",
+        "lease_reads=true ",
+        "events_kept=5000",
+    ] {
+        assert!(line.contains(setting), "{setting:?} in {line}");
+    }
+    assert!(
+        line.contains(&format!("data_dir={} ", file_data.display())),
+        "{line}"
+    );
+    assert!(!line.contains("http_listen=none"), "{line}");
+
+    // The environment beats the file; a flag beats both.
+    let env_data = dir.path().join("env-data");
+    let env_data = env_data.to_str().unwrap();
+    let line = serve(
+        &[
+            ("PURSER_ID", "8"),
+            ("PURSER_DATA_DIR", env_data),
+            ("PURSER_LEASE_READS", "false"),
+            ("PURSER_EVENTS_KEPT", "6000"),
+        ],
+        &["--id", "9", "--events-kept", "7000"],
+        "layers",
+    );
+    for setting in [
+        "id=9 ",
+        &format!("data_dir={env_data} "),
+        "advertise=127.0.0.1:7607 ",
+        "lease_reads=false ",
+        "events_kept=7000",
+    ] {
+        assert!(line.contains(setting), "{setting:?} in {line}");
+    }
+}
+
+/// A `--config` file with a key `serve` does not read, or a value of the wrong type, is
+/// refused before anything starts, with the key named; so is a bad PURSER_* value.
+#[test]
+fn serve_refuses_unknown_keys_and_bad_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |config: &str, envs: &[(&str, &str)]| {
+        let file = dir.path().join("member.toml");
+        std::fs::write(&file, config).unwrap();
+        let output = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&file)
+            .envs(envs.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        out(&["serve", config], output)
+    };
+    let valid = "id = 1\nlisten = \"127.0.0.1:0\"\npeer_listen = \"127.0.0.1:0\"\n";
+    assert_error(
+        &serve(&format!("{valid}data_dirr = \"x\"\n"), &[]),
+        "line 4 (data_dirr = \"x\"): unknown key `data_dirr`",
+    );
+    assert_error(
+        &serve(&format!("{valid}events_kept = \"many\"\n"), &[]),
+        "line 4 (events_kept = \"many\"): invalid type",
+    );
+    assert_error(
+        &serve(valid, &[("PURSER_EVENTS_KEPT", "many")]),
+        "'--events-kept <N>'",
+    );
+    assert_error(&serve(valid, &[]), "--data-dir is required");
 }

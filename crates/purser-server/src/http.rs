@@ -193,6 +193,89 @@ fn http_status(code: tonic::Code) -> StatusCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::{NodeConfig, PurserNode};
+    use crate::types::PeerNode;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Sends `request` on a connection of its own and reads until the server closes it.
+    async fn exchange(addr: SocketAddr, request: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut response = String::new();
+        let read = stream.read_to_string(&mut response);
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the server closes the connection after one answer")
+            .expect("read");
+        response
+    }
+
+    fn head_and_body(response: &str) -> (&str, &str) {
+        response.split_once("\r\n\r\n").expect("a head and a body")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn routes_answer_with_their_status_content_type_and_body() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let loopback: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let config = NodeConfig::new(1, dir.path().into(), loopback, "127.0.0.1:1".into());
+        let node = PurserNode::start(config).await.expect("start");
+        let me = PeerNode {
+            peer_addr: node.peer_addr().to_string(),
+            client_addr: "127.0.0.1:1".into(),
+        };
+        node.initialize(BTreeMap::from([(1, me)]))
+            .await
+            .expect("init");
+        let listener = TcpListener::bind(loopback).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(serve(listener, router(node.path())));
+        let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+
+        let response = exchange(addr, &get("/elsewhere")).await;
+        let (head, body) = head_and_body(&response);
+        assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
+        assert!(head.contains("content-type: text/plain\r\n"), "{head}");
+        assert!(head.contains("connection: close\r\n"), "{head}");
+        assert_eq!(body, "not found: try /v1/report\n");
+
+        let post = "POST /v1/report HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+        let response = exchange(addr, post).await;
+        assert!(response.starts_with("HTTP/1.1 405 "), "{response}");
+        assert_eq!(head_and_body(&response).1, "only GET\n");
+
+        let response = exchange(addr, &get("/v1/report?color=red")).await;
+        assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+        assert_eq!(head_and_body(&response).1, "unknown parameter \"color\"\n");
+
+        let huge = format!(
+            "GET /v1/report HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(HEAD_BYTES_MAX)
+        );
+        assert!(exchange(addr, &huge).await.starts_with("HTTP/1.1 431 "));
+
+        // A report waits for a leader (a read barrier) and answers JSON.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let response = loop {
+            let from = crate::clock::now_ms() - 3_600_000;
+            let target = format!("/v1/report?from={from}&group_by=model");
+            let response = exchange(addr, &get(&target)).await;
+            if !response.starts_with("HTTP/1.1 503 ") || tokio::time::Instant::now() > deadline {
+                break response;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let (head, body) = head_and_body(&response);
+        assert!(head.starts_with("HTTP/1.1 200 "), "{response}");
+        assert!(
+            head.contains("content-type: application/json\r\n"),
+            "{head}"
+        );
+        let json: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        assert!(json.is_object(), "{json}");
+        server.abort();
+        node.shutdown().await;
+    }
 
     fn params(query: &str) -> Result<(pb::ReportRequest, Format), String> {
         let uri: axum::http::Uri = format!("/v1/report?{query}").parse().expect("a uri");

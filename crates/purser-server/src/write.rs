@@ -102,6 +102,14 @@ pub(crate) struct Queued {
     pub ticket: Option<Ticket>,
 }
 
+/// What the one-outcome check let through.
+enum Admitted {
+    /// Write it; the ticket marks the attempt in flight.
+    Write(Option<Ticket>),
+    /// An earlier attempt of its request id was denied, and none took effect: the same.
+    Denied(Answer),
+}
+
 /// A member's Raft node and applied state, and the way writes and linearizable reads reach
 /// them. Shared by the client services and the background tasks.
 pub struct WritePath {
@@ -149,8 +157,8 @@ impl WritePath {
     async fn write_once(&self, command: Command) -> Result<Written, WriteError> {
         let queued = Instant::now();
         let ticket = match self.admit(&command).await? {
-            Ok(ticket) => ticket,
-            Err(denied) => return Ok(denied),
+            Admitted::Write(ticket) => ticket,
+            Admitted::Denied(answer) => return Ok(answer.into()),
         };
         let (reply, answer) = oneshot::channel();
         let entry = Queued {
@@ -170,18 +178,15 @@ impl WritePath {
         written
     }
 
-    /// Whether `command` is to be written (`Ok`, with its ticket) or answered with the denial
-    /// an earlier attempt of its request id got (`Err`), confirmed after a read barrier.
-    async fn admit(
-        &self,
-        command: &Command,
-    ) -> Result<Result<Option<Ticket>, Written>, WriteError> {
+    /// The one-outcome check of an attempt (`answered.rs`), with the read barrier it may ask
+    /// for before it answers an earlier denial again.
+    async fn admit(&self, command: &Command) -> Result<Admitted, WriteError> {
         let mut confirmed = false;
         loop {
             let remembers = |id: &str| self.sm.read(|state, _| state.remembers_request(id));
             match self.answered.begin(command, confirmed, remembers) {
-                Begin::Write(ticket) => return Ok(Ok(ticket)),
-                Begin::Denied(answer) => return Ok(Err(answer.into())),
+                Begin::Write(ticket) => return Ok(Admitted::Write(ticket)),
+                Begin::Denied(answer) => return Ok(Admitted::Denied(answer)),
                 Begin::Confirm => {
                     self.barrier().await?;
                     confirmed = true;

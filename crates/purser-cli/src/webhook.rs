@@ -36,7 +36,7 @@ pub enum WebhookCommand {
 pub struct AddArgs {
     /// The root whose events are delivered, e.g. acme.
     pub root: String,
-    /// Where to POST: http://host:port/path (https is not supported yet).
+    /// Where to POST: https://host:port/path or http://host:port/path.
     #[arg(long)]
     pub url: String,
     /// The signing key, 16..=256 bytes (or set PURSER_WEBHOOK_SECRET, which keeps it out of

@@ -195,7 +195,8 @@ impl State {
     }
 }
 
-/// `http://host:port/path`: an explicit port, a path (at least `/`), printable ASCII only.
+/// `http://host:port/path` or `https://host:port/path`: an explicit port, a path (at least
+/// `/`), printable ASCII only.
 pub(crate) fn check_url(url: &str) -> Result<()> {
     let bad = |why: &str| Err(Error::invalid(format!("webhook url {url:?}: {why}")));
     if url.len() > limits::WEBHOOK_URL_BYTES_MAX {
@@ -207,16 +208,11 @@ pub(crate) fn check_url(url: &str) -> Result<()> {
     if !url.bytes().all(|b| b.is_ascii_graphic()) {
         return bad("must be printable ASCII without spaces (percent-encode the rest)");
     }
-    if url
-        .get(..8)
-        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-    {
-        return bad(
-            "https is not supported yet: use http://host:port/path (e.g. a local TLS-terminating proxy)",
-        );
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return bad("must look like http://host:port/path");
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return bad("must look like http://host:port/path or https://host:port/path");
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -296,18 +292,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_must_be_plain_http_with_host_port_and_path() {
+    fn urls_must_be_http_or_https_with_host_port_and_path() {
         for ok in [
             "http://127.0.0.1:8080/hook",
             "http://hooks.example.com:80/",
             "http://[::1]:9000/a/b?x=1",
             "http://a-b.c:65535/p",
+            "https://example.com:443/x",
+            "https://[::1]:8443/",
         ] {
             assert!(check_url(ok).is_ok(), "{ok}");
         }
         for (bad, says) in [
-            ("https://example.com:443/x", "https is not supported yet"),
-            ("HTTPS://example.com:443/x", "https is not supported yet"),
+            ("HTTPS://example.com:443/x", "https://host:port/path"),
+            ("https://example.com/x", "explicit port"),
             ("ftp://example.com:21/x", "http://host:port/path"),
             ("http://example.com/x", "explicit port"),
             ("http://example.com:80", "needs a path"),

@@ -29,9 +29,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use purser_core::{limits, Applied, Command, Denial, Outcome};
-
-use crate::node::Written;
+use purser_core::{limits, Command, Denial};
 
 /// Denials remembered at once (about 150 bytes each). When full, the oldest is forgotten and
 /// the fast path stands aside, so a denial written through the log stays the only kind that
@@ -43,19 +41,6 @@ pub const DENIALS_KEPT_MAX: usize = 200_000;
 pub struct Answer {
     pub denial: Denial,
     pub log_index: u64,
-}
-
-impl Answer {
-    /// The denial as a write's result, for an attempt answered without writing it.
-    pub fn written(self) -> Written {
-        Written {
-            log_index: self.log_index,
-            result: Ok(Applied {
-                outcome: Outcome::Denied(self.denial),
-                events: Vec::new(),
-            }),
-        }
-    }
 }
 
 #[derive(Default)]
@@ -152,8 +137,14 @@ fn key_of(command: &Command) -> Option<(u128, u64)> {
 }
 
 impl Answered {
+    /// Poisoned only by a panic between two updates of the maps, which would leave an
+    /// attempt counted in flight forever or a denial half-recorded: one outcome per request id
+    /// could no longer be promised, so the member stops rather than answer on it.
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().expect("answered requests")
+        match self.inner.lock() {
+            Ok(inner) => inner,
+            Err(_) => panic!("the answered requests are unusable: a panic struck mid-update"),
+        }
     }
 
     /// Called before a command is queued for the log. `confirmed`: a read barrier returned

@@ -12,9 +12,13 @@
 //! 36 s an hour). It never goes below the replicated time a member has seen applied, so a member
 //! whose wall clock is behind continues the cluster's time when it is elected instead of
 //! freezing it. See docs/architecture.md (Time).
+//!
+//! Every time source of the server is here: [`now_ms`] (the leader's stamps and decisions),
+//! [`follow_replicated`] (the floor every member keeps), and [`unix_seconds`] (webhook
+//! signatures, which receivers compare with their own wall clock).
 
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The wall clock may move a stamp by at most 1 / `SLEW_DIVISOR` of the monotonic time elapsed.
 pub const SLEW_DIVISOR: u64 = 100;
@@ -53,13 +57,36 @@ impl StampClock {
 
 static CLOCK: Mutex<StampClock> = Mutex::new(StampClock::new());
 
+/// The leader's time (ms since the epoch): the wall clock, as far as the monotonic clock lets
+/// it move (a step of the wall clock is absorbed slowly).
+pub fn now_ms() -> u64 {
+    stamp(wall_ms(), 0)
+}
+
+/// Keeps this process's stamps at or above `replicated_ms`, the time the cluster has applied,
+/// so that a member whose wall clock is behind continues the cluster's time when elected
+/// instead of freezing it.
+pub fn follow_replicated(replicated_ms: u64) {
+    stamp(wall_ms(), replicated_ms);
+}
+
+/// Whole seconds since the epoch by the wall clock, as they are compared by a receiver.
+pub fn unix_seconds() -> u64 {
+    wall_ms() / 1000
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The process's stamp clock read at `wall_ms`, raised to `floor_ms`.
-pub fn now_ms(wall_ms: u64, floor_ms: u64) -> u64 {
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+fn stamp(wall_ms: u64, floor_ms: u64) -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
     let origin = *ORIGIN.get_or_init(Instant::now);
-    let mut clock = CLOCK
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // The clock is two integers, replaced together: a panic elsewhere cannot leave it torn.
+    let mut clock = CLOCK.lock().unwrap_or_else(PoisonError::into_inner);
     // Read under the lock, so that monotonic readings reach the clock in order.
     let mono_us = origin.elapsed().as_micros() as u64;
     clock.stamp(wall_ms, mono_us, floor_ms)

@@ -9,11 +9,10 @@
 //!   but the root's (in the rules, `purser_core::planted`, on every member alike), so the
 //!   root's cap is overshot (breaks I1).
 //!
-//! Without the feature, [`write`] is exactly `PurserNode::write` and [`arm`] does nothing.
+//! Without the feature, [`double_apply`] never fires and [`arm`] does nothing. The write path
+//! (`WritePath::write`) asks [`double_apply`] about every command it writes.
 
 use purser_core::Command;
-
-use crate::node::{PurserNode, WriteError, Written};
 
 /// Arms a planted bug that lives in the rules; called once when a member starts, before it
 /// applies anything.
@@ -24,16 +23,16 @@ pub fn arm() {
     }
 }
 
-/// Writes `command` through the batcher and Raft: `node.write(command)`, unless a planted bug
-/// is armed.
-pub async fn write(node: &PurserNode, command: Command) -> Result<Written, WriteError> {
+/// A second copy of `command` to write after it, under another request id, when the
+/// `double-apply` bug is armed and fires.
+pub fn double_apply(command: &Command) -> Option<Command> {
     #[cfg(feature = "planted-bugs")]
-    if let Some(copy) = armed::double_apply(&command) {
-        let first = node.write(command).await;
-        let _ = node.write(copy).await;
-        return first;
+    return armed::double_apply(command);
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        let _ = command;
+        None
     }
-    node.write(command).await
 }
 
 #[cfg(feature = "planted-bugs")]

@@ -1,16 +1,18 @@
-//! Reports from the rollups: grouping, filtering, the `Reports` gRPC service and the plain
-//! HTTP endpoint `GET /v1/report` (CSV or JSON), which share one implementation.
+//! Reports from the rollups: a request checked, rows filtered and grouped. The `Reports` gRPC
+//! service (`service/report.rs`) and the HTTP endpoint `GET /v1/report` (`http.rs`) share this
+//! one implementation.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use purser_core::{NodeRef, State};
+use purser_proto::convert::status_from_error;
 use purser_proto::pb;
 use purser_storage::store::{RollupKey, Totals};
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
-use crate::node::{now_ms, PurserNode};
-use crate::services::write_status;
+use crate::clock::now_ms;
+use crate::events::in_subtree;
+use crate::write::WritePath;
 
 const DAY_MS: u64 = 86_400_000;
 const HOUR_MS: u64 = 3_600_000;
@@ -98,63 +100,79 @@ pub fn group(
     rows: Vec<(RollupKey, Totals)>,
     state: &State,
 ) -> Result<Vec<pb::ReportRow>, Status> {
-    let f = &query.filters;
-    let subtree = match &f.node {
-        None => None,
-        Some(node) => {
-            let node = NodeRef::try_from(node.clone())?;
-            let id = state
-                .resolve(&node)
-                .map_err(|e| purser_proto::convert::status_from_error(&e))?;
-            Some(
-                state
-                    .path_of(id)
-                    .map_err(|e| purser_proto::convert::status_from_error(&e))?,
-            )
-        }
-    };
-    let tag_filter = f.tag.as_ref().and_then(|t| t.split_once('='));
+    let subtree = subtree_of(&query.filters, state)?;
     let mut paths: BTreeMap<u64, String> = BTreeMap::new();
     let mut groups: BTreeMap<GroupKey, Totals> = BTreeMap::new();
     for (key, totals) in rows {
-        let mismatch =
-            |wanted: &Option<String>, value: &str| wanted.as_deref().is_some_and(|w| w != value);
-        if mismatch(&f.user, &key.user)
-            || mismatch(&f.model, &key.model)
-            || mismatch(&f.provider, &key.provider)
-            || mismatch(&f.credential_type, &key.credential_type)
-            || mismatch(&f.currency, &key.currency)
-        {
+        if !admits(&query.filters, &key) {
             continue;
-        }
-        if let Some((k, v)) = tag_filter {
-            if !key.tags.iter().any(|(tk, tv)| tk == k && tv == v) {
-                continue;
-            }
         }
         let path = paths
             .entry(key.node)
-            .or_insert_with(|| state.path_of(key.node).unwrap_or_default())
-            .clone();
-        if let Some(top) = &subtree {
-            if !crate::meter::in_subtree(&path, top) {
-                continue;
+            .or_insert_with(|| state.path_of(key.node).unwrap_or_default());
+        if subtree.as_ref().is_some_and(|top| !in_subtree(path, top)) {
+            continue;
+        }
+        for group in group_keys(query, &key) {
+            groups.entry(group).or_default().add(&totals);
+            if groups.len() > REPORT_ROWS_MAX {
+                return Err(Status::resource_exhausted(format!(
+                    "more than {REPORT_ROWS_MAX} rows: group by fewer dimensions or narrow the range"
+                )));
             }
         }
-        let tags: Vec<Option<String>> = if query.by("tag") {
-            if key.tags.is_empty() {
-                vec![Some(String::new())]
-            } else {
-                key.tags
-                    .iter()
-                    .map(|(k, v)| Some(format!("{k}={v}")))
-                    .collect()
-            }
-        } else {
-            vec![None]
-        };
-        for tag in tags {
-            let group: GroupKey = (
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(group, totals)| report_row(group, &totals, &paths))
+        .collect())
+}
+
+/// The path of the subtree a report is filtered to, if it is.
+fn subtree_of(filters: &pb::ReportFilters, state: &State) -> Result<Option<String>, Status> {
+    let Some(node) = &filters.node else {
+        return Ok(None);
+    };
+    let node = NodeRef::try_from(node.clone())?;
+    let path = state
+        .resolve(&node)
+        .and_then(|id| state.path_of(id))
+        .map_err(|e| status_from_error(&e))?;
+    Ok(Some(path))
+}
+
+/// Whether a row passes the filters on its dimensions (the subtree is checked apart).
+fn admits(filters: &pb::ReportFilters, key: &RollupKey) -> bool {
+    let matches =
+        |wanted: &Option<String>, value: &str| wanted.as_deref().is_none_or(|w| w == value);
+    let tag_ok = match filters.tag.as_ref().and_then(|t| t.split_once('=')) {
+        None => true,
+        Some((k, v)) => key.tags.iter().any(|(tk, tv)| tk == k && tv == v),
+    };
+    matches(&filters.user, &key.user)
+        && matches(&filters.model, &key.model)
+        && matches(&filters.provider, &key.provider)
+        && matches(&filters.credential_type, &key.credential_type)
+        && matches(&filters.currency, &key.currency)
+        && tag_ok
+}
+
+/// The groups one row counts in: one, or one per tag when grouped by tag (a row without
+/// tags under "").
+fn group_keys(query: &Query, key: &RollupKey) -> Vec<GroupKey> {
+    let tags: Vec<Option<String>> = if !query.by("tag") {
+        vec![None]
+    } else if key.tags.is_empty() {
+        vec![Some(String::new())]
+    } else {
+        key.tags
+            .iter()
+            .map(|(k, v)| Some(format!("{k}={v}")))
+            .collect()
+    };
+    tags.into_iter()
+        .map(|tag| {
+            (
                 query.by("hour").then_some(key.hour_ms),
                 query
                     .by("day")
@@ -168,77 +186,45 @@ pub fn group(
                     .by("credential_type")
                     .then(|| key.credential_type.clone()),
                 key.currency.clone(),
-            );
-            groups.entry(group).or_default().add(&totals);
-            if groups.len() > REPORT_ROWS_MAX {
-                return Err(Status::resource_exhausted(format!(
-                    "more than {REPORT_ROWS_MAX} rows: group by fewer dimensions or narrow the range"
-                )));
-            }
-        }
+            )
+        })
+        .collect()
+}
+
+fn report_row(group: GroupKey, t: &Totals, paths: &BTreeMap<u64, String>) -> pb::ReportRow {
+    let (hour, day, node, user, model, tag, provider, credential, currency) = group;
+    pb::ReportRow {
+        hour_ms: hour,
+        day_ms: day,
+        node_id: node,
+        node_path: node.map(|n| paths.get(&n).cloned().unwrap_or_default()),
+        user,
+        model,
+        provider,
+        credential_type: credential,
+        tag,
+        currency,
+        requests: t.requests,
+        input_tokens: t.input_tokens,
+        output_tokens: t.output_tokens,
+        cached_input_tokens: t.cached_input_tokens,
+        reasoning_tokens: t.reasoning_tokens,
+        cost: t.cost,
+        market_cost: t.market_cost,
     }
-    Ok(groups
-        .into_iter()
-        .map(
-            |((hour, day, node, user, model, tag, provider, credential, currency), t)| {
-                pb::ReportRow {
-                    hour_ms: hour,
-                    day_ms: day,
-                    node_id: node,
-                    node_path: node.map(|n| paths.get(&n).cloned().unwrap_or_default()),
-                    user,
-                    model,
-                    provider,
-                    credential_type: credential,
-                    tag,
-                    currency,
-                    requests: t.requests,
-                    input_tokens: t.input_tokens,
-                    output_tokens: t.output_tokens,
-                    cached_input_tokens: t.cached_input_tokens,
-                    reasoning_tokens: t.reasoning_tokens,
-                    cost: t.cost,
-                    market_cost: t.market_cost,
-                }
-            },
-        )
-        .collect())
 }
 
 /// Runs a report on this member: after a read barrier unless stale reads are allowed, folds
 /// what is applied, then groups.
-pub async fn run(node: &Arc<PurserNode>, query: &Query) -> Result<Vec<pb::ReportRow>, Status> {
+pub async fn run(path: &WritePath, query: &Query) -> Result<Vec<pb::ReportRow>, Status> {
     if !query.allow_stale {
-        node.read(|_, _| ()).await.map_err(write_status)?;
+        path.read(|_, _| ()).await?;
     }
-    let sm = node.sm.clone();
+    let sm = path.sm.clone();
     let (from, to) = (query.from_ms - query.from_ms % HOUR_MS, query.to_ms);
     let rows = tokio::task::spawn_blocking(move || sm.rollups(from, to))
         .await
         .map_err(|e| Status::internal(format!("report task: {e}")))?
         .map_err(|e| Status::internal(format!("reading rollups: {e}")))?;
-    node.read_local(|state, _| group(query, rows, state))
-}
-
-#[derive(Clone)]
-pub struct ReportService {
-    node: Arc<PurserNode>,
-}
-
-impl ReportService {
-    pub fn new(node: Arc<PurserNode>) -> Self {
-        ReportService { node }
-    }
-}
-
-#[tonic::async_trait]
-impl pb::reports_server::Reports for ReportService {
-    async fn report(
-        &self,
-        request: Request<pb::ReportRequest>,
-    ) -> Result<Response<pb::ReportResponse>, Status> {
-        let query = Query::parse(request.into_inner())?;
-        let rows = run(&self.node, &query).await?;
-        Ok(Response::new(pb::ReportResponse { rows }))
-    }
+    path.read_local(|state, _| group(query, rows, state))
 }

@@ -8,16 +8,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use purser_proto::pb;
+use tonic::transport::server::Router;
 
-use crate::node::{NodeConfig, PurserNode, StartError};
-use crate::services::Services;
+use crate::config::{NodeConfig, StartError};
+use crate::node::PurserNode;
+use crate::service::admin::AdminService;
+use crate::service::budget::BudgetService;
+use crate::service::cluster::ClusterService;
+use crate::service::meter::MeterService;
+use crate::service::report::ReportService;
+use crate::service::webhook::WebhookService;
 use crate::types::PeerNode;
 
-/// Largest client message accepted (a request with many tags or role limits stays far below).
-pub const CLIENT_MESSAGE_BYTES_MAX: usize = 4 << 20;
+pub use crate::service::CLIENT_MESSAGE_BYTES_MAX;
 /// Concurrent requests per client connection.
 pub const CLIENT_CONCURRENCY_PER_CONNECTION: usize = 1024;
+/// A client request is answered within this long, or fails.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -44,72 +51,24 @@ pub struct Server {
 impl Server {
     pub async fn start(config: ServeConfig) -> Result<Server, StartError> {
         let node = PurserNode::start(config.node.clone()).await?;
-        let listener = tokio::net::TcpListener::bind(config.client_listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: config.client_listen,
-                source,
-            })?;
-        let client_addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: config.client_listen,
-            source,
-        })?;
-        if config.bootstrap_single
-            && !node
-                .raft
-                .is_initialized()
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?
-        {
-            let me = PeerNode {
-                peer_addr: node.peer_addr().to_string(),
-                client_addr: config.node.client_addr.clone(),
-            };
-            node.initialize(BTreeMap::from([(node.id, me)]))
-                .await
-                .map_err(StartError::Raft)?;
+        let (listener, client_addr) = crate::listen::bind(config.client_listen).await?;
+        if config.bootstrap_single {
+            bootstrap_single(&node, &config.node.client_addr).await?;
         }
-        let services = Services::new(node.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
         let health_task = tokio::spawn(report_health(node.clone(), health));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder()
-            .concurrency_limit_per_connection(CLIENT_CONCURRENCY_PER_CONNECTION)
-            .timeout(Duration::from_secs(30))
-            .add_service(health_service)
-            .add_service(
-                pb::budget_server::BudgetServer::new(services.clone())
-                    .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
-            )
-            .add_service(
-                pb::admin_server::AdminServer::new(services.clone())
-                    .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
-            )
-            .add_service(
-                pb::cluster_server::ClusterServer::new(services)
-                    .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX),
-            )
-            .add_service(pb::meter_server::MeterServer::new(
-                crate::meter::MeterService::new(node.clone()),
-            ))
-            .add_service(crate::webhook_service::WebhookService::server(node.clone()))
-            .add_service(pb::reports_server::ReportsServer::new(
-                crate::report::ReportService::new(node.clone()),
-            ));
         let (http_addr, http_task) = match config.http_listen {
             None => (None, None),
             Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Listen { addr, source })?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|source| StartError::Listen { addr, source })?;
-                let task = tokio::spawn(crate::http::serve(listener, node.clone()));
+                let (listener, bound) = crate::listen::bind(addr).await?;
+                let router = crate::http::router(node.path());
+                let task = tokio::spawn(crate::http::serve(listener, router));
                 (Some(bound), Some(task))
             }
         };
-        let incoming = incoming(listener);
+        let router = client_router(&node).add_service(health_service);
+        let incoming = crate::listen::incoming(listener);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
@@ -179,11 +138,37 @@ pub async fn serve(
     Ok(())
 }
 
-/// Accepted connections with Nagle's algorithm off. tonic ignores `Server::tcp_nodelay` for
-/// a listener we bound ourselves; left on, a response split over two segments waited for the
-/// peer's delayed ACK, 40 ms, which set every p99 of the write path.
-pub(crate) fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+/// The client port's gRPC services, with their limits.
+fn client_router(node: &Arc<PurserNode>) -> Router {
+    let path = node.path();
+    tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(CLIENT_CONCURRENCY_PER_CONNECTION)
+        .timeout(CLIENT_REQUEST_TIMEOUT)
+        .add_service(BudgetService::server(path.clone()))
+        .add_service(AdminService::server(path.clone()))
+        .add_service(ClusterService::server(node.clone()))
+        .add_service(MeterService::server(path.clone()))
+        .add_service(WebhookService::server(path.clone(), node.webhooks.clone()))
+        .add_service(ReportService::server(path))
+}
+
+/// Initializes a single-member cluster of `node` if its data directory is new.
+async fn bootstrap_single(node: &PurserNode, client_addr: &str) -> Result<(), StartError> {
+    let initialized = node
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    if initialized {
+        return Ok(());
+    }
+    let me = PeerNode {
+        peer_addr: node.peer_addr().to_string(),
+        client_addr: client_addr.to_owned(),
+    };
+    node.initialize(BTreeMap::from([(node.id, me)]))
+        .await
+        .map_err(StartError::Raft)
 }
 
 /// A default single-node configuration: `purser dev`.

@@ -1,47 +1,31 @@
-//! Webhook delivery by the leader: for each subscription, the events after its replicated
-//! cursor that match its kinds and its root are POSTed one at a time, signed, retried with
-//! exponential backoff until the endpoint answers 2xx; after a run of deliveries the leader
-//! proposes `WebhookDelivered` so that a new leader resumes there. At least once: a new leader
-//! may repeat what the old one delivered after its last cursor write, always with the same
-//! event id (the event's stream index).
+//! One signed webhook POST: the signature, the body of an event, and the HTTP client that
+//! sends them (http or https). The leader's deliveries, retries and cursors are in
+//! `delivery.rs`.
 //!
 //! Signature (documented in docs/cli.md, "Webhooks"), like Stripe's:
 //! `Purser-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, with the
 //! same `t` in `Purser-Timestamp`. A receiver recomputes it over the raw body, compares in
 //! constant time, and rejects timestamps too far from its clock (replays).
 
-use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::Weak;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
-use purser_core::{webhook::kind_matches, Command, Op, State, WebhookView};
-use purser_storage::store::{EventRecord, EventsError};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use purser_core::WebhookView;
+use purser_storage::store::EventRecord;
+use rustls::pki_types::CertificateDer;
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
 
-use crate::meter::describe;
-use crate::node::{PurserNode, WriteError};
+use crate::clock::unix_seconds;
 
-/// One POST (connect, send, read the answer) takes at most this long.
+/// One POST (connect, TLS handshake, send, the answer's head) takes at most this long.
 pub const POST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes of an endpoint's answer read at most (its status line and headers; the body is
-/// ignored).
-pub const RESPONSE_BYTES_MAX: usize = 16 * 1024;
-/// Retry delays: the first, doubled after each failure up to the cap, each with jitter
-/// (uniform in its upper half).
-pub const RETRY_DELAY_MS_MIN: u64 = 100;
-pub const RETRY_DELAY_MS_MAX: u64 = 30_000;
-/// Events read from storage per step of a subscription.
-const EVENTS_READ_MAX: usize = 256;
-/// The cursor is proposed after this many deliveries, and when delivery has caught up, at
-/// most once per `CURSOR_INTERVAL`.
-const CURSOR_DELIVERIES_MAX: u64 = 64;
-const CURSOR_INTERVAL: Duration = Duration::from_millis(500);
-/// How often the supervisor compares the subscriptions with the running deliveries.
-const SUPERVISE_INTERVAL: Duration = Duration::from_millis(250);
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -53,11 +37,21 @@ pub fn signature_header(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
 }
 
 fn mac(secret: &[u8], timestamp: u64, body: &[u8]) -> Vec<u8> {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
+    keyed(secret, timestamp, body)
+        .finalize()
+        .into_bytes()
+        .to_vec()
+}
+
+/// HMAC-SHA256 keyed with `secret`, fed `"<timestamp>.<body>"`.
+fn keyed(secret: &[u8], timestamp: u64, body: &[u8]) -> HmacSha256 {
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {
+        unreachable!("HMAC takes keys of any length")
+    };
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.finalize().into_bytes().to_vec()
+    mac
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -92,10 +86,7 @@ pub fn verify_signature(
     if timestamp.abs_diff(now_s) > tolerance_s {
         return Err("timestamp outside the tolerance (a replay?)");
     }
-    let mut expected = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-    expected.update(timestamp.to_string().as_bytes());
-    expected.update(b".");
-    expected.update(body);
+    let expected = keyed(secret, timestamp, body);
     // `verify_slice` compares in constant time.
     let matches = signatures
         .iter()
@@ -117,92 +108,109 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 // ---- one POST ------------------------------------------------------------------------------
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
-    #[error("invalid url {0:?}")]
-    Url(String),
+    #[error("invalid url {0:?}: {1}")]
+    Url(String, String),
     #[error("no answer within {POST_TIMEOUT:?}")]
     Timeout,
     #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("not an HTTP answer: {0:?}")]
-    Malformed(String),
+    Http(String),
 }
 
-/// `http://host:port/path` as `(host to connect to, port, Host header, path)`.
-fn split_url(url: &str) -> Result<(String, u16, String, String), PostError> {
-    let bad = || PostError::Url(url.to_owned());
-    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
-    let slash = rest.find('/').ok_or_else(bad)?;
-    let (authority, path) = rest.split_at(slash);
-    let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
-    let port = port.parse::<u16>().map_err(|_| bad())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok((host.to_owned(), port, authority.to_owned(), path.to_owned()))
+/// The HTTP client that POSTs webhooks: http, or https through rustls (the `ring` provider)
+/// trusting the public web PKI's roots. No redirect is followed (a receiver answers 2xx or
+/// the event is retried) and no proxy is used. One connection per POST, as `Connection:
+/// close` asks. Cheap to clone.
+#[derive(Clone)]
+pub struct WebhookClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
-/// POSTs one signed JSON body and returns the HTTP status of the answer.
-pub async fn post(url: &str, secret: &str, event_id: u64, body: &[u8]) -> Result<u16, PostError> {
-    let (host, port, authority, path) = split_url(url)?;
-    let timestamp = unix_seconds();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: purser-webhook/{}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\
-         Purser-Event-Id: {event_id}\r\nPurser-Timestamp: {timestamp}\r\n\
-         Purser-Signature: {}\r\n\r\n",
-        env!("CARGO_PKG_VERSION"),
-        body.len(),
-        signature_header(secret.as_bytes(), timestamp, body),
-    );
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-        stream.set_nodelay(true)?;
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body);
-        stream.write_all(&request).await?;
-        stream.flush().await?;
-        read_status(&mut stream).await
-    };
-    tokio::time::timeout(POST_TIMEOUT, exchange)
-        .await
-        .map_err(|_| PostError::Timeout)?
-}
+impl WebhookClient {
+    pub fn new() -> Result<Self, rustls::Error> {
+        Self::trusting(Vec::new())
+    }
 
-/// Reads the answer's status line (and at most `RESPONSE_BYTES_MAX` bytes in all).
-async fn read_status(stream: &mut tokio::net::TcpStream) -> Result<u16, PostError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < RESPONSE_BYTES_MAX {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
+    /// A client that also trusts `extra` certificates (a private CA, or a test's receiver).
+    pub fn trusting(extra: Vec<CertificateDer<'static>>) -> Result<Self, rustls::Error> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for cert in extra {
+            roots.add(cert)?;
         }
-        buf.extend_from_slice(&chunk[..n.min(RESPONSE_BYTES_MAX - buf.len())]);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(POST_TIMEOUT));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
+            // The header names as receivers have always seen them (`Purser-Signature`).
+            .http1_title_case_headers(true)
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        Ok(WebhookClient { client })
     }
-    let line_end = buf
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .unwrap_or(buf.len());
-    let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
-    let mut parts = line.splitn(3, ' ');
-    match (parts.next(), parts.next().map(str::parse::<u16>)) {
-        (Some(version), Some(Ok(status))) if version.starts_with("HTTP/1.") => Ok(status),
-        _ => Err(PostError::Malformed(line.chars().take(80).collect())),
+
+    /// POSTs one signed JSON body and returns the HTTP status of the answer.
+    pub async fn post(
+        &self,
+        url: &str,
+        secret: &str,
+        event_id: u64,
+        body: &[u8],
+    ) -> Result<u16, PostError> {
+        let timestamp = unix_seconds();
+        let signature = signature_header(secret.as_bytes(), timestamp, body);
+        let request = http::Request::post(url)
+            .header(
+                "User-Agent",
+                concat!("purser-webhook/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("Content-Type", "application/json")
+            .header("Connection", "close")
+            .header("Purser-Event-Id", event_id)
+            .header("Purser-Timestamp", timestamp)
+            .header("Purser-Signature", signature)
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .map_err(|e| PostError::Url(url.to_owned(), e.to_string()))?;
+        let answer = tokio::time::timeout(POST_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| PostError::Timeout)?
+            .map_err(|e| PostError::Http(with_causes(&e)))?;
+        // The body is not read: the status is the answer.
+        Ok(answer.status().as_u16())
+    }
+
+    /// The signed `{"kind":"test"}` ping of `TestWebhook` (event id 0: no event has it).
+    pub async fn ping(&self, hook: &WebhookView) -> Result<u16, PostError> {
+        let body = serde_json::json!({ "kind": "test", "webhook_id": hook.id }).to_string();
+        self.post(&hook.url, &hook.secret, 0, body.as_bytes()).await
     }
 }
 
-/// The signed `{"kind":"test"}` ping of `TestWebhook` (event id 0: no event has it).
-pub async fn ping(hook: &WebhookView) -> Result<u16, PostError> {
-    let body = serde_json::json!({ "kind": "test", "webhook_id": hook.id }).to_string();
-    post(&hook.url, &hook.secret, 0, body.as_bytes()).await
+/// An error and its causes, `outer: inner: ...` (hyper's own message alone says little).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// The body of one event: `{"id", "kind", "node_id", "at_ms", "log_index", "event"}`.
@@ -222,210 +230,6 @@ pub fn event_body(
     })
     .to_string()
     .into_bytes()
-}
-
-/// The body to send for `record` if it matches the subscription (kind and root).
-fn matching_body(state: &State, hook: &WebhookView, record: &EventRecord) -> Option<Vec<u8>> {
-    let (kind, node_id, json) = describe(&record.event, state);
-    let kind_ok = hook.kinds.iter().any(|k| kind_matches(k, &kind));
-    let root_ok = state.root_of_node(node_id) == Some(hook.root);
-    (kind_ok && root_ok).then(|| event_body(record, &kind, node_id, json))
-}
-
-// ---- the leader's deliveries ---------------------------------------------------------------
-
-/// A delivery task that stops when dropped.
-struct Worker(JoinHandle<()>);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Runs on every member; delivers only while this member is the leader (one task per
-/// subscription, each with one POST in flight at most). Holds a weak handle, like the ticker.
-pub(crate) async fn deliverer(node: Weak<PurserNode>) {
-    let mut workers: BTreeMap<u64, Worker> = BTreeMap::new();
-    let mut interval = tokio::time::interval(SUPERVISE_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        let Some(strong) = node.upgrade() else { return };
-        if !strong.is_leader() {
-            workers.clear();
-            continue;
-        }
-        let hooks = strong.read_local(|state, _| state.webhooks());
-        drop(strong);
-        workers.retain(|id, w| !w.0.is_finished() && hooks.iter().any(|h| h.id == *id));
-        for hook in hooks {
-            if !workers.contains_key(&hook.id) {
-                let id = hook.id;
-                workers.insert(id, Worker(tokio::spawn(deliver(node.clone(), hook))));
-            }
-        }
-    }
-}
-
-/// Delivery of a subscription stops: not the leader any more, the member is going away, or
-/// the subscription is gone.
-struct Stop;
-
-/// Delivers one subscription from its replicated cursor on, until leadership is lost.
-async fn deliver(node: Weak<PurserNode>, hook: WebhookView) {
-    let Some(strong) = node.upgrade() else { return };
-    let mut written = strong.sm.events_written();
-    drop(strong);
-    let mut cursor = Cursor::new(hook.delivered_through);
-    loop {
-        let Some(strong) = node.upgrade().filter(|n| n.is_leader()) else {
-            return;
-        };
-        let records = match strong.sm.events_from(cursor.at + 1, EVENTS_READ_MAX) {
-            Ok(records) => records,
-            Err(EventsError::NotKept { wanted, oldest }) => {
-                tracing::warn!(webhook = hook.id, wanted, oldest, "events before {oldest} are not kept on this member: they will not be delivered");
-                cursor.at = oldest.saturating_sub(1).max(cursor.at);
-                continue;
-            }
-            Err(EventsError::Io(e)) => {
-                tracing::warn!(webhook = hook.id, "reading events: {e}");
-                drop(strong);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if records.is_empty() {
-            if cursor.due(true) && cursor.propose(&strong, hook.id).await.is_err() {
-                return;
-            }
-            drop(strong);
-            let _ = tokio::time::timeout(CURSOR_INTERVAL, written.changed()).await;
-            continue;
-        }
-        let bodies: Vec<(u64, Option<Vec<u8>>)> = strong.read_local(|state, _| {
-            records
-                .iter()
-                .map(|r| (r.index, matching_body(state, &hook, r)))
-                .collect()
-        });
-        drop(strong);
-        for (index, body) in bodies {
-            if let Some(body) = body {
-                if deliver_one(&node, &hook, index, &body).await.is_err() {
-                    return;
-                }
-                cursor.delivered += 1;
-            }
-            cursor.at = index;
-            if cursor.due(false) {
-                let Some(strong) = node.upgrade() else { return };
-                if cursor.propose(&strong, hook.id).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Where delivery of one subscription stands, and what was last proposed.
-struct Cursor {
-    /// Every event up to here was delivered or did not match.
-    at: u64,
-    proposed: u64,
-    proposed_at: Instant,
-    /// Deliveries since the last proposal.
-    delivered: u64,
-}
-
-impl Cursor {
-    fn new(at: u64) -> Self {
-        Cursor {
-            at,
-            proposed: at,
-            proposed_at: Instant::now(),
-            delivered: 0,
-        }
-    }
-
-    /// Time to propose: many deliveries, or caught up and not proposed for a while.
-    fn due(&self, caught_up: bool) -> bool {
-        self.at > self.proposed
-            && (self.delivered >= CURSOR_DELIVERIES_MAX
-                || (caught_up && self.proposed_at.elapsed() >= CURSOR_INTERVAL))
-    }
-
-    /// Replicates the cursor. `Err` when delivery must stop (not the leader, subscription
-    /// removed, shutting down); other failures are retried with the next proposal.
-    async fn propose(&mut self, node: &PurserNode, id: u64) -> Result<(), Stop> {
-        let command = Command {
-            request: None,
-            op: Op::WebhookDelivered {
-                id,
-                through_index: self.at,
-            },
-        };
-        self.proposed_at = Instant::now();
-        match node.write(command).await {
-            Ok(written) => match written.result {
-                Ok(_) => {
-                    self.proposed = self.at;
-                    self.delivered = 0;
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::debug!(webhook = id, "cursor not recorded: {e}");
-                    Err(Stop)
-                }
-            },
-            Err(WriteError::NotLeader { .. } | WriteError::ShuttingDown) => Err(Stop),
-            Err(e) => {
-                tracing::debug!(webhook = id, "cursor not recorded yet: {e}");
-                Ok(())
-            }
-        }
-    }
-}
-
-/// POSTs one event until the endpoint answers 2xx; stops early when this member is no longer
-/// the leader (the next leader delivers it again).
-async fn deliver_one(
-    node: &Weak<PurserNode>,
-    hook: &WebhookView,
-    index: u64,
-    body: &[u8],
-) -> Result<(), Stop> {
-    let mut delay_ms = RETRY_DELAY_MS_MIN;
-    loop {
-        if !node.upgrade().is_some_and(|n| n.is_leader()) {
-            return Err(Stop);
-        }
-        match post(&hook.url, &hook.secret, index, body).await {
-            Ok(status) if (200..300).contains(&status) => return Ok(()),
-            Ok(status) => {
-                tracing::debug!(
-                    webhook = hook.id,
-                    index,
-                    status,
-                    "endpoint refused the event"
-                )
-            }
-            Err(e) => tracing::debug!(webhook = hook.id, index, "delivery failed: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(jittered(delay_ms))).await;
-        delay_ms = (delay_ms * 2).min(RETRY_DELAY_MS_MAX);
-    }
-}
-
-/// Uniform in `[delay / 2, delay]`, so that retries of many subscriptions spread out.
-fn jittered(delay_ms: u64) -> u64 {
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let half = delay_ms / 2;
-    // Never below one millisecond for a positive delay: a zero sleep would spin.
-    (half + random % (delay_ms - half + 1)).max(delay_ms.min(1))
 }
 
 #[cfg(test)]
@@ -455,18 +259,126 @@ mod tests {
         );
     }
 
-    #[test]
-    fn urls_split_and_jitter_stays_in_range() {
-        let (host, port, authority, path) = split_url("http://[::1]:8080/a/b?c=d").expect("splits");
-        assert_eq!(
-            (host.as_str(), port, authority.as_str(), path.as_str()),
-            ("::1", 8080, "[::1]:8080", "/a/b?c=d")
-        );
-        assert!(split_url("https://h:1/x").is_err());
-        for _ in 0..100 {
-            let d = jittered(1000);
-            assert!((500..=1000).contains(&d));
+    /// Takes one request on `stream`, answers `status`, and returns its head and body.
+    async fn receive_one<S>(mut stream: S, status: u16) -> (String, Vec<u8>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the request ended early");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8(buf[..head_end].to_vec()).expect("ASCII head");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .expect("a Content-Length header")
+            .parse()
+            .expect("a length");
+        while buf.len() < head_end + length {
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the body ended early");
+            buf.extend_from_slice(&chunk[..n]);
         }
-        assert_eq!(jittered(1), 1);
+        let answer =
+            format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        stream.write_all(answer.as_bytes()).await.expect("answer");
+        stream.shutdown().await.expect("close");
+        (head, buf[head_end..].to_vec())
+    }
+
+    fn header<'a>(head: &'a str, name: &str) -> &'a str {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+            .unwrap_or_else(|| panic!("no {name} header in {head}"))
+    }
+
+    /// What a receiver checks: the request line, the Host the URL names, the headers by their
+    /// usual names, a signature over the body.
+    fn check_request(head: &str, body: &[u8], host: &str) {
+        assert!(head.starts_with("POST /a/b?c=d HTTP/1.1\r\n"), "{head}");
+        assert_eq!(header(head, "Host"), host);
+        assert_eq!(header(head, "Content-Type"), "application/json");
+        assert_eq!(header(head, "Connection"), "close");
+        assert_eq!(header(head, "Purser-Event-Id"), "7");
+        assert!(header(head, "User-Agent").starts_with("purser-webhook/"));
+        assert_eq!(body, br#"{"id":7}"#);
+        let timestamp = header(head, "Purser-Timestamp");
+        let signed = verify_signature(
+            b"0123456789abcdef",
+            header(head, "Purser-Signature"),
+            body,
+            unix_seconds(),
+            60,
+        );
+        assert_eq!(signed.map(|t| t.to_string()).as_deref(), Ok(timestamp));
+    }
+
+    #[tokio::test]
+    async fn a_post_carries_the_url_path_the_host_and_a_signature() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let receiver = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            receive_one(stream, 503).await
+        });
+        let client = WebhookClient::new().expect("client");
+        let url = format!("http://{addr}/a/b?c=d");
+        let status = client
+            .post(&url, "0123456789abcdef", 7, br#"{"id":7}"#)
+            .await;
+        assert_eq!(status.expect("an answer"), 503);
+        let (head, body) = receiver.await.expect("received");
+        check_request(&head, &body, &addr.to_string());
+    }
+
+    #[tokio::test]
+    async fn https_receivers_are_reached_and_their_certificate_checked() {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::PrivateKeyDer;
+        let cert = CertificateDer::from_pem_slice(include_bytes!("../tests/fixtures/receiver.crt"))
+            .expect("the fixture certificate");
+        let key = PrivateKeyDer::from_pem_slice(include_bytes!("../tests/fixtures/receiver.key"))
+            .expect("the fixture key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .expect("a server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let receiver = tokio::spawn(async move {
+            // The first connection comes from the client that does not trust the receiver.
+            let (refused, _) = listener.accept().await.expect("accept");
+            assert!(acceptor.accept(refused).await.is_err());
+            let (stream, _) = listener.accept().await.expect("accept");
+            let stream = acceptor.accept(stream).await.expect("a TLS handshake");
+            receive_one(stream, 204).await
+        });
+        let url = format!("https://localhost:{}/a/b?c=d", addr.port());
+        let body = br#"{"id":7}"#;
+        let untrusting = WebhookClient::new().expect("client");
+        let refused = untrusting.post(&url, "0123456789abcdef", 7, body).await;
+        let refused = refused.expect_err("an unknown certificate is refused");
+        assert!(refused.to_string().contains("certificate"), "{refused}");
+        let client = WebhookClient::trusting(vec![cert]).expect("client");
+        let status = client.post(&url, "0123456789abcdef", 7, body).await;
+        assert_eq!(status.expect("an answer"), 204);
+        let (head, body) = receiver.await.expect("received");
+        check_request(&head, &body, &format!("localhost:{}", addr.port()));
     }
 }

@@ -1,6 +1,6 @@
-//! Where time goes inside one member: lock-free histograms recorded on the write path (batch
-//! linger, log append + fsync, replication round trip, apply, answer) and read back by the
-//! `Stats` RPC, so that a slow run can be explained from the server's side.
+//! Where time goes inside storage: lock-free histograms of the log's fsyncs, apply and
+//! snapshot encoding, read back by the server's `Stats` RPC beside its own, so that a slow run
+//! can be explained from the server's side.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -113,59 +113,18 @@ impl Histogram {
     }
 }
 
-/// One member's figures. Durations are in microseconds.
+/// What storage measures. Durations are in microseconds. The server keeps its own figures
+/// beside these (the write path's) and reports both.
 #[derive(Default)]
-pub struct Metrics {
-    /// A client write waiting in the queue until its batch is proposed (the batch linger).
-    pub write_queued_us: Histogram,
-    /// Commands per proposed log entry.
-    pub batch_commands: Histogram,
-    /// A batch from proposal to its applied result (append, replication, commit, apply).
-    pub raft_write_us: Histogram,
-    /// A client write from arrival to its answer.
-    pub write_total_us: Histogram,
+pub struct StoreMetrics {
     /// One fsync of the log (the WAL), shared by every append queued meanwhile.
     pub log_fsync_us: Histogram,
     /// Appends made durable by one fsync.
     pub appends_per_fsync: Histogram,
-    /// One append-entries round trip to a follower (send, follower append + fsync, answer).
-    pub replication_rtt_us: Histogram,
     /// Applying one log entry to the state machine.
     pub apply_entry_us: Histogram,
-    /// A read or denial waiting for its linearizability barrier (read index or lease).
-    pub read_barrier_us: Histogram,
     /// Encoding a snapshot while holding the state lock: apply waits this long.
     pub snapshot_lock_us: Histogram,
-    /// Reservations denied by the leader without a log entry.
-    pub fast_denials: AtomicU64,
-}
-
-impl Metrics {
-    pub fn histograms(&self) -> [(&'static str, &Histogram); 10] {
-        [
-            ("write_queued_us", &self.write_queued_us),
-            ("batch_commands", &self.batch_commands),
-            ("raft_write_us", &self.raft_write_us),
-            ("write_total_us", &self.write_total_us),
-            ("log_fsync_us", &self.log_fsync_us),
-            ("appends_per_fsync", &self.appends_per_fsync),
-            ("replication_rtt_us", &self.replication_rtt_us),
-            ("apply_entry_us", &self.apply_entry_us),
-            ("read_barrier_us", &self.read_barrier_us),
-            ("snapshot_lock_us", &self.snapshot_lock_us),
-        ]
-    }
-
-    pub fn counters(&self) -> [(&'static str, u64); 1] {
-        [("fast_denials", self.fast_denials.load(Ordering::Relaxed))]
-    }
-
-    pub fn reset(&self) {
-        for (_, h) in self.histograms() {
-            h.reset();
-        }
-        self.fast_denials.store(0, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         let dir = tempfile::tempdir().expect("temp dir");
         let db = open_db(dir.path()).expect("open");
         let sm = StateMachineStore::open(db.clone(), Default::default()).expect("state machine");
-        Ok((dir, LogStore::new(db, Default::default()), sm))
+        let log = LogStore::new(db, Default::default()).expect("log store");
+        Ok((dir, log, sm))
     }
 }
 

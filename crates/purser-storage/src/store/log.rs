@@ -12,8 +12,8 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
-use super::{decode, encode, rocks, CF_LOG, CF_META};
-use crate::metrics::Metrics;
+use super::{cf, decode, encode, rocks, CF_LOG, CF_META};
+use crate::metrics::StoreMetrics;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 const VOTE: &[u8] = b"vote";
@@ -28,20 +28,19 @@ pub struct LogStore {
 
 impl LogStore {
     /// Starts the flusher thread; it records each fsync in `metrics`.
-    pub fn new(db: Arc<DB>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(db: Arc<DB>, metrics: Arc<StoreMetrics>) -> io::Result<Self> {
         let (flusher, pending) = mpsc::channel::<IOFlushed<TypeConfig>>();
         // A weak handle: the database closes where its owners drop it, never late in this
         // thread (RocksDB must not be torn down while the process exits).
         let flush_db = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("purser-log-flush".into())
-            .spawn(move || flush_loop(&flush_db, &pending, &metrics))
-            .expect("spawn the log flusher");
-        LogStore { db, flusher }
+            .spawn(move || flush_loop(&flush_db, &pending, &metrics))?;
+        Ok(LogStore { db, flusher })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column family exists")
+        cf(&self.db, name)
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -64,7 +63,7 @@ impl LogStore {
 fn flush_loop(
     db: &std::sync::Weak<DB>,
     pending: &mpsc::Receiver<IOFlushed<TypeConfig>>,
-    metrics: &Metrics,
+    metrics: &StoreMetrics,
 ) {
     while let Ok(first) = pending.recv() {
         let mut batch = vec![first];

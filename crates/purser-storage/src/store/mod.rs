@@ -80,7 +80,7 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>, OpenError> {
         path: shown.clone(),
         source,
     })?;
-    let meta = db.cf_handle(CF_META).expect("created above");
+    let meta = cf(&db, CF_META);
     match db
         .get_cf(meta, FORMAT_KEY)
         .map_err(|source| OpenError::Rocks {
@@ -122,6 +122,14 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::io::Result<T
         ));
     }
     Ok(value)
+}
+
+/// A column family of a database [`open_db`] opened: each of them is created there.
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    let Some(handle) = db.cf_handle(name) else {
+        unreachable!("column family {name} is created whenever the database is opened")
+    };
+    handle
 }
 
 pub(crate) fn rocks(e: rocksdb::Error) -> std::io::Error {

@@ -12,7 +12,7 @@ use purser_core::Event;
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, rocks, EventRecord, CF_EVENTS, CF_META, CF_ROLLUPS};
+use super::{cf, decode, encode, rocks, EventRecord, CF_EVENTS, CF_META, CF_ROLLUPS};
 
 /// The next event index the fold has not taken yet.
 const CURSOR: &[u8] = b"rollup_cursor";
@@ -105,7 +105,7 @@ fn key_bytes(key: &RollupKey) -> io::Result<Vec<u8>> {
 }
 
 pub fn cursor(db: &DB) -> io::Result<u64> {
-    let meta = db.cf_handle(CF_META).expect("column family exists");
+    let meta = cf(db, CF_META);
     Ok(match db.get_cf(meta, CURSOR).map_err(rocks)? {
         Some(bytes) => decode(&bytes)?,
         None => 1,
@@ -116,9 +116,9 @@ pub fn cursor(db: &DB) -> io::Result<u64> {
 /// write; returns the new cursor. Rows and cursor move in one atomic write, so a crash never
 /// folds an event twice or skips one.
 pub fn fold(db: &DB, until: u64) -> io::Result<u64> {
-    let events = db.cf_handle(CF_EVENTS).expect("column family exists");
-    let rollups = db.cf_handle(CF_ROLLUPS).expect("column family exists");
-    let meta = db.cf_handle(CF_META).expect("column family exists");
+    let events = cf(db, CF_EVENTS);
+    let rollups = cf(db, CF_ROLLUPS);
+    let meta = cf(db, CF_META);
     let mut at = cursor(db)?;
     while at < until {
         let mut rows: BTreeMap<RollupKey, Totals> = BTreeMap::new();
@@ -169,7 +169,7 @@ pub fn fold(db: &DB, until: u64) -> io::Result<u64> {
 
 /// Every row whose hour starts in `from_ms..to_ms`.
 pub fn rows(db: &DB, from_ms: u64, to_ms: u64) -> io::Result<Vec<(RollupKey, Totals)>> {
-    let rollups = db.cf_handle(CF_ROLLUPS).expect("column family exists");
+    let rollups = cf(db, CF_ROLLUPS);
     let start = from_ms - from_ms % HOUR_MS;
     let mut out = Vec::new();
     for item in db.iterator_cf(
@@ -191,7 +191,7 @@ pub fn rows(db: &DB, from_ms: u64, to_ms: u64) -> io::Result<Vec<(RollupKey, Tot
 
 /// Adds events to a write batch (the one encoding of the `events` column family).
 pub fn put_events(db: &DB, batch: &mut WriteBatch, records: &[EventRecord]) -> io::Result<()> {
-    let events = db.cf_handle(CF_EVENTS).expect("column family exists");
+    let events = cf(db, CF_EVENTS);
     for record in records {
         batch.put_cf(events, record.index.to_be_bytes(), encode(record)?);
     }
@@ -202,7 +202,7 @@ pub fn put_events(db: &DB, batch: &mut WriteBatch, records: &[EventRecord]) -> i
 /// returns the first index kept.
 pub fn prune_events(db: &DB, keep_from: u64) -> io::Result<u64> {
     let keep_from = keep_from.clamp(1, cursor(db)?.max(1));
-    let events = db.cf_handle(CF_EVENTS).expect("column family exists");
+    let events = cf(db, CF_EVENTS);
     db.delete_range_cf(events, 0u64.to_be_bytes(), keep_from.to_be_bytes())
         .map_err(rocks)?;
     Ok(keep_from)
@@ -215,8 +215,8 @@ pub fn export(db: &DB) -> io::Result<(Vec<(RollupKey, Totals)>, u64)> {
 
 /// Replaces every row and the cursor (a snapshot being installed).
 pub fn import(db: &DB, rows: &[(RollupKey, Totals)], cursor: u64) -> io::Result<()> {
-    let rollups = db.cf_handle(CF_ROLLUPS).expect("column family exists");
-    let meta = db.cf_handle(CF_META).expect("column family exists");
+    let rollups = cf(db, CF_ROLLUPS);
+    let meta = cf(db, CF_META);
     let mut batch = WriteBatch::default();
     batch.delete_range_cf(rollups, [0u8; 8].as_slice(), [0xffu8; 9].as_slice());
     for (key, totals) in rows {

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use futures_util::{Stream, TryStreamExt};
@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::rollup::{self, RollupKey, Totals};
-use super::{decode, encode, rocks, CF_EVENTS, CF_SM};
-use crate::metrics::Metrics;
+use super::{cf, decode, encode, rocks, CF_EVENTS, CF_SM};
+use crate::metrics::StoreMetrics;
 use crate::types::{
     Batch, BatchResponse, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
@@ -105,7 +105,7 @@ pub(crate) struct Applied {
 pub struct StateMachineStore {
     inner: Arc<Mutex<Applied>>,
     db: Arc<DB>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<StoreMetrics>,
     /// The index of the last event written, for watchers waiting for more.
     events_written: Arc<watch::Sender<u64>>,
     /// One fold at a time: folding reads, adds to and rewrites rollup rows.
@@ -117,9 +117,8 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     /// Loads the newest snapshot, if any. A snapshot that fails its checksum or its invariants
     /// stops the node with an error rather than serving wrong data.
-    pub fn open(db: Arc<DB>, metrics: Arc<Metrics>) -> io::Result<Self> {
-        let cf = db.cf_handle(CF_SM).expect("column family exists");
-        let applied = match db.get_cf(cf, SNAPSHOT).map_err(rocks)? {
+    pub fn open(db: Arc<DB>, metrics: Arc<StoreMetrics>) -> io::Result<Self> {
+        let applied = match db.get_cf(cf(&db, CF_SM), SNAPSHOT).map_err(rocks)? {
             None => Applied {
                 state: State::new(),
                 last_applied: None,
@@ -149,18 +148,32 @@ impl StateMachineStore {
         })
     }
 
+    /// The applied state, locked. Poisoned only if a panic struck while it was held: apply
+    /// panics on a broken invariant, mid-command, and what it leaves is not a state to serve.
+    fn applied(&self) -> MutexGuard<'_, Applied> {
+        match self.inner.lock() {
+            Ok(applied) => applied,
+            Err(_) => panic!("the state machine is unusable: apply panicked while holding it"),
+        }
+    }
+
+    /// One fold at a time. The lock guards no data, so a panic that poisoned it left
+    /// nothing half-done behind (each fold step is one atomic RocksDB write).
+    fn fold_lock(&self) -> MutexGuard<'_, ()> {
+        self.folding.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Runs a read-only function on the applied state.
     pub fn read<T>(&self, f: impl FnOnce(&State, Option<LogId>) -> T) -> T {
-        let applied = self.inner.lock().expect("state machine lock");
+        let applied = self.applied();
         f(&applied.state, applied.last_applied)
     }
 
     /// Up to `max` events from index `from` on, in order, as far as this member has applied.
     pub fn events_from(&self, from: u64, max: usize) -> Result<Vec<EventRecord>, EventsError> {
         let from = from.max(1);
-        let cf = self.db.cf_handle(CF_EVENTS).expect("column family exists");
         let iter = self.db.iterator_cf(
-            cf,
+            cf(&self.db, CF_EVENTS),
             IteratorMode::From(&from.to_be_bytes(), Direction::Forward),
         );
         let mut records = Vec::new();
@@ -193,7 +206,7 @@ impl StateMachineStore {
     /// Folds every event written so far into the rollups (off the request path: the
     /// server calls it in the background and before a report); returns the new cursor.
     pub fn compact(&self) -> io::Result<u64> {
-        let _one = self.folding.lock().expect("fold lock");
+        let _one = self.fold_lock();
         let until = *self.events_written.borrow() + 1;
         rollup::fold(&self.db, until)
     }
@@ -210,11 +223,10 @@ impl StateMachineStore {
     }
 
     fn persist(&self, stored: &StoredSnapshot) -> io::Result<()> {
-        let cf = self.db.cf_handle(CF_SM).expect("column family exists");
         let mut write = WriteOptions::default();
         write.set_sync(true);
         self.db
-            .put_cf_opt(cf, SNAPSHOT, encode(stored)?, &write)
+            .put_cf_opt(cf(&self.db, CF_SM), SNAPSHOT, encode(stored)?, &write)
             .map_err(rocks)
     }
 }
@@ -235,7 +247,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         // Encoding holds the lock (about 0.16 s per million nodes): apply waits that long.
         let stored = {
-            let applied = self.inner.lock().expect("state machine lock");
+            let applied = self.applied();
             let locked = Instant::now();
             let stored = StoredSnapshot {
                 meta: SnapshotMeta {
@@ -255,7 +267,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         let mut stored = stored;
         {
-            let _one = self.folding.lock().expect("fold lock");
+            let _one = self.fold_lock();
             rollup::fold(&self.db, stored.next_event)?;
             (stored.rollups, stored.rollup_cursor) = rollup::export(&self.db)?;
         }
@@ -275,7 +287,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        let applied = self.inner.lock().expect("state machine lock");
+        let applied = self.applied();
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
@@ -287,7 +299,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let started = Instant::now();
             let mut events = WriteBatch::default();
             let response = {
-                let mut applied = self.inner.lock().expect("state machine lock");
+                let mut applied = self.applied();
                 applied.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
                     EntryPayload::Blank => BatchResponse {
@@ -364,7 +376,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let state = State::restore(&stored.state)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         {
-            let _one = self.folding.lock().expect("fold lock");
+            let _one = self.fold_lock();
             rollup::import(&self.db, &stored.rollups, stored.rollup_cursor)?;
         }
         let stored = StoredSnapshot {
@@ -372,7 +384,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             ..stored
         };
         self.persist(&stored)?;
-        let mut applied = self.inner.lock().expect("state machine lock");
+        let mut applied = self.applied();
         *applied = Applied {
             state,
             last_applied: meta.last_log_id,
@@ -387,8 +399,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let cf = self.db.cf_handle(CF_SM).expect("column family exists");
-        match self.db.get_cf(cf, SNAPSHOT).map_err(rocks)? {
+        match self
+            .db
+            .get_cf(cf(&self.db, CF_SM), SNAPSHOT)
+            .map_err(rocks)?
+        {
             None => Ok(None),
             Some(bytes) => {
                 let stored: StoredSnapshot = decode(&bytes)?;

@@ -4,34 +4,48 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use purser_core::{Command, NodeRef, State, WebhookView};
-use purser_proto::convert::{status_from_error, FromOutcome, MutatingRequest};
+use pb::webhook_server::{Webhook, WebhookServer};
+use purser_core::{NodeRef, State, WebhookView};
+use purser_proto::convert::{status_from_error, MutatingRequest};
 use purser_proto::pb;
 use purser_proto::webhook::{root_ref, webhook_view};
 use tonic::{Request, Response, Status};
 
-use crate::node::PurserNode;
-use crate::services::write_status;
+use super::{respond, CLIENT_MESSAGE_BYTES_MAX};
+use crate::webhook::WebhookClient;
+use crate::write::WritePath;
 
 #[derive(Clone)]
 pub struct WebhookService {
-    node: Arc<PurserNode>,
+    path: Arc<WritePath>,
+    client: WebhookClient,
 }
 
 impl WebhookService {
-    pub fn new(node: Arc<PurserNode>) -> Self {
-        WebhookService { node }
+    pub fn server(path: Arc<WritePath>, client: WebhookClient) -> WebhookServer<Self> {
+        WebhookServer::new(WebhookService { path, client })
+            .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
     }
 
-    pub fn server(node: Arc<PurserNode>) -> pb::webhook_server::WebhookServer<Self> {
-        pb::webhook_server::WebhookServer::new(Self::new(node))
-            .max_decoding_message_size(crate::serve::CLIENT_MESSAGE_BYTES_MAX)
-    }
-
-    async fn apply<Resp: FromOutcome>(&self, command: Command) -> Result<Resp, Status> {
-        let written = self.node.write(command).await.map_err(write_status)?;
-        let applied = written.result.map_err(|e| status_from_error(&e))?;
-        Ok(Resp::from_outcome(applied.outcome, written.log_index)?)
+    /// The subscriptions `TestWebhook` pings: one by id, or every one of a root.
+    fn to_test(&self, request: pb::TestWebhookRequest) -> Result<Vec<WebhookView>, Status> {
+        match (request.webhook_id, request.root) {
+            (0, None) => Err(Status::invalid_argument("give a webhook_id or a root")),
+            (id, None) => {
+                let hook = self.path.read_local(|state, _| state.webhook(id));
+                Ok(vec![hook.ok_or_else(|| {
+                    Status::not_found(format!("webhook {id} does not exist"))
+                })?])
+            }
+            (0, Some(root)) => {
+                let root = NodeRef::try_from(root)?;
+                self.path
+                    .read_local(|state, _| root_id(state, &root).map(|id| state.webhooks_of(id)))
+            }
+            (_, Some(_)) => Err(Status::invalid_argument(
+                "give a webhook_id or a root, not both",
+            )),
+        }
     }
 }
 
@@ -47,13 +61,13 @@ fn root_id(state: &State, root: &NodeRef) -> Result<u64, Status> {
 }
 
 #[tonic::async_trait]
-impl pb::webhook_server::Webhook for WebhookService {
+impl Webhook for WebhookService {
     async fn add_webhook(
         &self,
         request: Request<pb::AddWebhookRequest>,
     ) -> Result<Response<pb::AddWebhookResponse>, Status> {
         let command = request.into_inner().into_command()?;
-        Ok(Response::new(self.apply(command).await?))
+        Ok(Response::new(respond(&self.path, command).await?))
     }
 
     async fn remove_webhook(
@@ -61,7 +75,7 @@ impl pb::webhook_server::Webhook for WebhookService {
         request: Request<pb::RemoveWebhookRequest>,
     ) -> Result<Response<pb::RemoveWebhookResponse>, Status> {
         let command = request.into_inner().into_command()?;
-        Ok(Response::new(self.apply(command).await?))
+        Ok(Response::new(respond(&self.path, command).await?))
     }
 
     async fn list_webhooks(
@@ -70,7 +84,7 @@ impl pb::webhook_server::Webhook for WebhookService {
     ) -> Result<Response<pb::ListWebhooksResponse>, Status> {
         let root = root_ref(request.into_inner().root)?;
         let listed = self
-            .node
+            .path
             .read(|state, _| {
                 let id = root_id(state, &root)?;
                 let path = state.path_of(id).map_err(|e| status_from_error(&e))?;
@@ -82,9 +96,8 @@ impl pb::webhook_server::Webhook for WebhookService {
                         .collect::<Vec<_>>(),
                 )
             })
-            .await
-            .map_err(write_status)??;
-        let events_written = *self.node.sm.events_written().borrow();
+            .await??;
+        let events_written = *self.path.sm.events_written().borrow();
         Ok(Response::new(pb::ListWebhooksResponse {
             webhooks: listed,
             events_written,
@@ -95,28 +108,11 @@ impl pb::webhook_server::Webhook for WebhookService {
         &self,
         request: Request<pb::TestWebhookRequest>,
     ) -> Result<Response<pb::TestWebhookResponse>, Status> {
-        let request = request.into_inner();
-        let hooks: Vec<WebhookView> = match (request.webhook_id, request.root) {
-            (0, None) => return Err(Status::invalid_argument("give a webhook_id or a root")),
-            (id, None) => {
-                let hook = self.node.read_local(|state, _| state.webhook(id));
-                vec![hook.ok_or_else(|| Status::not_found(format!("webhook {id} does not exist")))?]
-            }
-            (0, Some(root)) => {
-                let root = NodeRef::try_from(root)?;
-                self.node
-                    .read_local(|state, _| root_id(state, &root).map(|id| state.webhooks_of(id)))?
-            }
-            (_, Some(_)) => {
-                return Err(Status::invalid_argument(
-                    "give a webhook_id or a root, not both",
-                ))
-            }
-        };
+        let hooks = self.to_test(request.into_inner())?;
         // At most `WEBHOOKS_PER_ROOT_MAX` pings, concurrently, each bounded by `POST_TIMEOUT`.
         let pings = hooks.into_iter().map(|hook| async move {
             let started = Instant::now();
-            let answer = crate::webhook::ping(&hook).await;
+            let answer = self.client.ping(&hook).await;
             let (http_status, error) = match answer {
                 Ok(status) => (u32::from(status), String::new()),
                 Err(e) => (0, e.to_string()),

@@ -1,0 +1,93 @@
+//! What one member is configured with, how that becomes openraft's configuration, and why a
+//! member may fail to start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::types::NodeId;
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    /// Where peers reach this member's Raft service.
+    pub peer_listen: SocketAddr,
+    /// Where clients reach this member (advertised to peers for redirects).
+    pub client_addr: String,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// A snapshot is built after this many log entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot so that slightly lagging followers need no snapshot.
+    pub log_kept_after_snapshot: u64,
+    /// How often the leader proposes a `Tick` (hold and grant expiry).
+    pub tick_ms: u64,
+    /// The newest events this member keeps for `Watch` and webhooks (older ones, once folded
+    /// into the rollups, are deleted when a snapshot is built).
+    pub events_kept: u64,
+    /// Serve linearizable reads and denials under the leader's lease (no round trip) instead
+    /// of a read index (one heartbeat round to a quorum). The lease assumes the members'
+    /// clocks advance at the same rate; see docs/architecture.md.
+    pub lease_reads: bool,
+}
+
+impl NodeConfig {
+    pub fn new(
+        id: NodeId,
+        data_dir: PathBuf,
+        peer_listen: SocketAddr,
+        client_addr: String,
+    ) -> Self {
+        NodeConfig {
+            id,
+            data_dir,
+            peer_listen,
+            client_addr,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every_entries: 10_000,
+            log_kept_after_snapshot: 1_000,
+            tick_ms: 1_000,
+            lease_reads: false,
+            events_kept: purser_storage::store::EVENTS_KEPT,
+        }
+    }
+
+    pub(crate) fn raft_config(&self) -> Result<openraft::Config, StartError> {
+        let config = openraft::Config {
+            cluster_name: "purser".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: self.log_kept_after_snapshot,
+            install_snapshot_timeout: 10_000,
+            // 32 entries of at most BATCH_BYTES_MAX (or one client message of 4 MiB) each.
+            max_payload_entries: 32,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Open(#[from] purser_storage::store::OpenError),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(String),
+}

@@ -28,9 +28,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use crate::history::{Answer, Args, Event, Expiry, Kind, Part, Window};
+pub use crate::verdict::{Verdict, EVIDENCE_MAX};
 
-/// Evidence lines kept per checker.
-pub const EVIDENCE_MAX: usize = 20;
 /// Candidate positions tried for one read before it is left unchecked.
 pub const READ_CANDIDATES_MAX: usize = 4096;
 /// How much earlier than invoke time + TTL (harness clock) a hold may expire: the leader's
@@ -42,44 +41,6 @@ pub const EXPIRY_SLACK_NS: u64 = 250_000_000;
 pub const EXPIRY_DUE_NS: u64 = 2_000_000_000;
 /// A rank after every entry of the run and before the final reads.
 const END_RANK: u64 = u64::MAX / 8;
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Verdict {
-    pub checker: &'static str,
-    pub valid: bool,
-    /// Things checked (operations, nodes, request ids).
-    pub checked: u64,
-    /// Things that could not be decided (e.g. a read whose window is too wide).
-    pub unchecked: u64,
-    pub violation_count: u64,
-    /// The first violations, each with its evidence.
-    pub violations: Vec<String>,
-    /// What the checker could not decide, and why (e.g. a root the exact search left unknown).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-}
-
-impl Verdict {
-    pub(crate) fn new(checker: &'static str) -> Verdict {
-        Verdict {
-            checker,
-            valid: true,
-            checked: 0,
-            unchecked: 0,
-            violation_count: 0,
-            violations: Vec::new(),
-            notes: Vec::new(),
-        }
-    }
-
-    pub(crate) fn violation(&mut self, evidence: String) {
-        self.valid = false;
-        self.violation_count += 1;
-        if self.violations.len() < EVIDENCE_MAX {
-            self.violations.push(evidence);
-        }
-    }
-}
 
 /// One replica's view after the final heal, for the convergence checker.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]

@@ -13,5 +13,6 @@ pub mod ops;
 pub mod plot;
 pub mod rng;
 pub mod run;
+pub mod verdict;
 pub mod wgl;
 pub mod workload;

@@ -67,7 +67,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
 
-use crate::check::Verdict;
+use crate::verdict::Verdict;
 use crate::history::{Answer, Args, Event, Kind, Window};
 
 /// Configurations explored in one segment before its verdict is unknown.

@@ -1307,10 +1307,10 @@ fn cases(f: &Fixture) -> Vec<Case> {
         "999999",
     );
     case(
-        "webhook over https",
-        hook(acme, "https://example.com:443/h", secret, &["usage"]),
+        "webhook over another scheme",
+        hook(acme, "ftp://example.com:21/h", secret, &["usage"]),
         InvalidArgument,
-        "https is not supported yet",
+        "must look like http://host:port/path or https://host:port/path",
     );
     case(
         "webhook url without a port",

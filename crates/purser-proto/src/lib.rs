@@ -6,6 +6,9 @@
 //! it, and answers with [`FromOutcome::from_outcome`]; a domain error becomes a status code in
 //! exactly one place, [`status_from_error`].
 
+#![deny(clippy::expect_used)]
+#![warn(clippy::too_many_lines)]
+
 pub mod convert;
 pub mod report;
 pub mod webhook;

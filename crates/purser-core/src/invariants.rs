@@ -233,7 +233,8 @@ impl State {
             ids.len() <= usize::from(self.config.depth_max),
             "invariant `depth within depth_max` broken for node {leaf}"
         );
-        let currencies = self.roots[&root].currencies.len();
+        // The root node's accounts were made from its currencies (check_invariants compares).
+        let currencies = top.accounts.len();
         let range = match currency {
             Some(c) => usize::from(c)..usize::from(c) + 1,
             None => 0..currencies,

@@ -259,7 +259,11 @@ pub(crate) struct Grant {
 
 impl Grant {
     pub fn available(&self) -> u64 {
-        self.remaining - self.held
+        covered_sub(
+            self.remaining,
+            self.held,
+            "I2: a grant's remaining covers its held part",
+        )
     }
     /// Next time a tick must look at this grant.
     pub fn due_ms(&self) -> Option<u64> {

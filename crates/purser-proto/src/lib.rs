@@ -16,7 +16,7 @@ pub mod webhook;
 /// The generated messages, clients and servers of package `purser.v1`.
 pub mod pb {
     // Generated code: new clippy lints or proto comments must not fail the workspace build.
-    #![allow(clippy::all, clippy::pedantic)]
+    #![allow(clippy::all, clippy::pedantic, clippy::expect_used)]
     tonic::include_proto!("purser.v1");
 }
 

@@ -16,7 +16,10 @@ use crate::event::{
 use crate::outcome::{
     Denial, DenyRule, FundingPart, Headroom, NodeStatus, Outcome, Reservation, Settlement,
 };
-use crate::state::{limits, Ctx, Expired, Hold, LimitRule, Node, RateLimit, RateUnit, State};
+use crate::state::{
+    covered_sub, limits, Ctx, Expired, Hold, LimitRule, Node, RateLimit, RateUnit, Role, State,
+    Touched,
+};
 use crate::validate;
 use crate::window::Counter;
 
@@ -38,7 +41,43 @@ impl State {
         model: Option<&str>,
     ) -> std::result::Result<Decision, Denial> {
         let path = self.path_ids(leaf);
+        self.check_status(path.as_slice(), min)?;
+        let mut allow =
+            max.min(self.rate_capacity(path.as_slice(), currency, model, min, now_ms)?);
         for &id in path.as_slice() {
+            if self.caps_enforced(id) {
+                allow = allow.min(self.level_capacity(id, currency, min, now_ms)?);
+            }
+        }
+        let mut plan = Vec::new();
+        if self.root_of(leaf).currencies[currency as usize].funded {
+            (allow, plan) = self.funding_plan(now_ms, leaf, currency, min, allow)?;
+        }
+        assert!(
+            min <= allow && allow <= max,
+            "invariant `granted within min..=max` broken: {allow} for {min}..={max}"
+        );
+        Ok(Decision {
+            amount: allow,
+            plan,
+        })
+    }
+
+    /// Whether the hard caps of `id` are checked: always, unless the planted bug that skips
+    /// the root's is armed (then apply's postconditions skip it too, and the checkers see it).
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn caps_enforced(&self, id: u64) -> bool {
+        !(crate::planted::skip_root_cap() && self.node(id).parent == 0)
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    pub(crate) fn caps_enforced(&self, _id: u64) -> bool {
+        true
+    }
+
+    /// The first node on the path, from the leaf, that is not active denies.
+    fn check_status(&self, path: &[u64], min: u64) -> std::result::Result<(), Denial> {
+        for &id in path {
             let rule = match self.node(id).status {
                 NodeStatus::Active => continue,
                 NodeStatus::Paused => DenyRule::NodePaused,
@@ -53,8 +92,22 @@ impl State {
                 retry_after_ms: None,
             });
         }
-        let mut allow = max;
-        for &id in path.as_slice() {
+        Ok(())
+    }
+
+    /// What the cost-rate limits on the path let through (`u64::MAX` when none applies), or
+    /// the first rate limit, leaf to root, without room for `min` (one request for a
+    /// request-rate limit).
+    fn rate_capacity(
+        &self,
+        path: &[u64],
+        currency: u8,
+        model: Option<&str>,
+        min: u64,
+        now_ms: u64,
+    ) -> std::result::Result<u64, Denial> {
+        let mut allow = u64::MAX;
+        for &id in path {
             for rate in self.matching_rates(id, currency, model) {
                 let cost = if rate.unit == RateUnit::Requests {
                     1
@@ -79,45 +132,49 @@ impl State {
                 }
             }
         }
-        for &id in path.as_slice() {
-            #[cfg(feature = "planted-bugs")]
-            if crate::planted::skip_root_cap() && self.node(id).parent == 0 {
-                continue;
-            }
-            allow = allow.min(self.level_capacity(id, currency, min, now_ms)?);
-        }
-        let mut plan = Vec::new();
-        if self.root_of(leaf).currencies[currency as usize].funded {
-            let candidates = self.waterfall(now_ms, leaf, currency);
-            let available = candidates.iter().fold(0u64, |sum, g| {
-                sum.saturating_add(self.grants[g].available())
+        Ok(allow)
+    }
+
+    /// The waterfall's plan for `allow` at most (and `min` at least): the amount it covers and
+    /// `(grant, part)` in waterfall order, or a funding denial.
+    fn funding_plan(
+        &self,
+        now_ms: u64,
+        leaf: u64,
+        currency: u8,
+        min: u64,
+        allow: u64,
+    ) -> std::result::Result<(u64, Vec<(u64, u64)>), Denial> {
+        let candidates = self.waterfall(now_ms, leaf, currency);
+        let available = candidates.iter().fold(0u64, |sum, g| {
+            sum.saturating_add(self.grants[g].available())
+        });
+        if available < min {
+            return Err(Denial {
+                node: leaf,
+                rule: DenyRule::Funding,
+                window: None,
+                remaining: available,
+                requested: min,
+                retry_after_ms: None,
             });
-            if available < min {
-                return Err(Denial {
-                    node: leaf,
-                    rule: DenyRule::Funding,
-                    window: None,
-                    remaining: available,
-                    requested: min,
-                    retry_after_ms: None,
-                });
-            }
-            allow = allow.min(available);
-            let mut left = allow;
-            for g in candidates {
-                if left == 0 {
-                    break;
-                }
-                let take = self.grants[&g].available().min(left);
-                plan.push((g, take));
-                left -= take;
-            }
         }
-        debug_assert!(allow >= min && allow <= max);
-        Ok(Decision {
-            amount: allow,
-            plan,
-        })
+        let amount = allow.min(available);
+        let mut plan = Vec::new();
+        let mut left = amount;
+        for g in candidates {
+            if left == 0 {
+                break;
+            }
+            let take = self.grants[&g].available().min(left);
+            plan.push((g, take));
+            left -= take;
+        }
+        assert!(
+            left == 0,
+            "invariant `a plan covers its amount` broken: {left} of {amount} unplanned"
+        );
+        Ok((amount, plan))
     }
 
     pub(crate) fn matching_rates<'a>(
@@ -151,83 +208,67 @@ impl State {
     ) -> std::result::Result<u64, Denial> {
         let node = self.node(id);
         let held = node.accounts[currency as usize].held;
+        let level = Level {
+            id,
+            node,
+            currency,
+            held,
+            need,
+            now_ms,
+        };
         let mut capacity = u64::MAX;
         for limit in &node.limits {
             let rule = &limit.rule;
             if rule.currency != currency || rule.mode != LimitMode::Hard {
                 continue;
             }
-            let room = room(rule, &limit.counter, held, now_ms);
+            let room = level.room(rule, &limit.counter);
             if room < need {
-                return Err(cap_denial(
-                    id,
-                    DenyRule::Cap,
-                    rule,
-                    &limit.counter,
-                    held,
-                    need,
-                    room,
-                    now_ms,
-                ));
+                return Err(level.denial(DenyRule::Cap, rule, &limit.counter, room));
             }
             capacity = capacity.min(room);
         }
-        let Some(extra) = node.extra() else {
-            return Ok(capacity);
-        };
-        if extra.roles.is_empty() {
+        if node.extra().is_none_or(|e| e.roles.is_empty()) {
             return Ok(capacity);
         }
-        let root = &self.roots[&node.root];
-        // Per role: the room its hard limits leave, and the limit that binds.
-        let mut best: Option<(u64, &str, Option<&LimitRule>)> = None;
-        for role_name in &extra.roles {
+        Ok(capacity.min(self.role_capacity(&level)?))
+    }
+
+    /// The room the level's roles leave under the root's resolution: every role's hard limits
+    /// (`most_restrictive`), or the roomiest role's (`most_permissive`).
+    fn role_capacity(&self, level: &Level) -> std::result::Result<u64, Denial> {
+        let root = &self.roots[&level.node.root];
+        let roles = level
+            .node
+            .extra()
+            .map(|e| e.roles.as_slice())
+            .unwrap_or_default();
+        let mut capacity = u64::MAX;
+        // Most permissive: the roomiest role so far, with the limit that binds it.
+        let mut best: Option<(u64, &Role, Option<&LimitRule>)> = None;
+        for role_name in roles {
             let Some(role) = root.roles.iter().find(|r| &r.name == role_name) else {
                 continue;
             };
-            let mut role_room = u64::MAX;
-            let mut binding = None;
-            for rule in role
-                .limits
-                .iter()
-                .filter(|r| r.currency == currency && r.mode == LimitMode::Hard)
-            {
-                let counter = role_counter(node, currency, rule.window);
-                let r = room(rule, counter, held, now_ms);
-                if root.resolution == RoleResolution::MostRestrictive && r < need {
-                    let rule_kind = DenyRule::RoleCap {
-                        role: role.name.clone(),
-                    };
-                    return Err(cap_denial(
-                        id, rule_kind, rule, counter, held, need, r, now_ms,
-                    ));
-                }
-                if r < role_room {
-                    role_room = r;
-                    binding = Some(rule);
-                }
-            }
+            let (room, binding) = level.role_room(role, root.resolution)?;
             match root.resolution {
-                RoleResolution::MostRestrictive => capacity = capacity.min(role_room),
+                RoleResolution::MostRestrictive => capacity = capacity.min(room),
                 RoleResolution::MostPermissive => {
-                    if best.is_none_or(|(b, _, _)| role_room > b) {
-                        best = Some((role_room, &role.name, binding));
+                    if best.is_none_or(|(b, _, _)| room > b) {
+                        best = Some((room, role, binding));
                     }
                 }
             }
         }
-        if let Some((role_room, role, binding)) = best {
-            if role_room < need {
-                let rule = binding.expect("a role with less room than needed has a binding limit");
-                let counter = role_counter(node, currency, rule.window);
-                let rule_kind = DenyRule::RoleCap {
-                    role: role.to_owned(),
+        if let Some((room, role, binding)) = best {
+            if room < level.need {
+                let Some(rule) = binding else {
+                    unreachable!("invariant `a role short of room has a binding limit` broken");
                 };
-                return Err(cap_denial(
-                    id, rule_kind, rule, counter, held, need, role_room, now_ms,
-                ));
+                let counter = role_counter(level.node, level.currency, rule.window);
+                return Err(level.denial(role_cap(role), rule, counter, room));
             }
-            capacity = capacity.min(role_room);
+            capacity = capacity.min(room);
         }
         Ok(capacity)
     }
@@ -270,44 +311,51 @@ impl State {
     }
 
     pub(crate) fn reserve(&mut self, ctx: &mut Ctx, reserve: Reserve) -> Result<Outcome> {
-        let (leaf, currency, (min, max)) = self.check_reserve(&reserve)?;
-        let now = ctx.now_ms;
-        let decision = match self.evaluate(
-            now,
-            leaf,
-            currency,
-            (min, max),
-            reserve.attrs.model.as_deref(),
-        ) {
+        let (leaf, currency, range) = self.check_reserve(&reserve)?;
+        let model = reserve.attrs.model.as_deref();
+        let decision = match self.evaluate(ctx.now_ms, leaf, currency, range, model) {
             Ok(decision) => decision,
             Err(denial) => return Ok(Outcome::Denied(denial)),
         };
-        let amount = decision.amount;
         let path = self.path_ids(leaf);
         for &id in path.as_slice() {
             if self.node(id).accounts[currency as usize]
                 .held
-                .checked_add(amount)
+                .checked_add(decision.amount)
                 .is_none()
             {
                 return Err(Error::invalid("the amount overflows the held total"));
             }
         }
         // Decided: from here on, nothing fails.
-        self.soft_limit_alerts(ctx, path.as_slice(), currency, amount);
+        ctx.touched = Touched::Account {
+            node: leaf,
+            currency,
+        };
+        self.soft_limit_alerts(ctx, path.as_slice(), currency, decision.amount);
+        Ok(Outcome::Reserved(
+            self.place_hold(ctx.now_ms, leaf, currency, reserve, decision),
+        ))
+    }
+
+    /// Sets the decided amount aside on every level of the path and on the planned grants,
+    /// takes it from the rate limits, and files the hold.
+    fn place_hold(
+        &mut self,
+        now: u64,
+        leaf: u64,
+        currency: u8,
+        reserve: Reserve,
+        decision: Decision,
+    ) -> Reservation {
+        let amount = decision.amount;
+        let path = self.path_ids(leaf);
         for &id in path.as_slice() {
             self.node_mut(id).accounts[currency as usize].held += amount;
         }
-        self.take_rates(
-            path.as_slice(),
-            currency,
-            reserve.attrs.model.as_deref(),
-            amount,
-            now,
-        );
-        for &(g, part) in &decision.plan {
-            self.grants.get_mut(&g).expect("planned grant exists").held += part;
-        }
+        let model = reserve.attrs.model.as_deref();
+        self.take_rates(path.as_slice(), currency, model, amount, now);
+        self.hold_plan(&decision.plan);
         self.node_mut(leaf).holds_open += 1;
         let reservation_id = self.next_reservation_id;
         self.next_reservation_id += 1;
@@ -327,9 +375,28 @@ impl State {
             },
         );
         self.hold_due.insert((expires_at_ms, reservation_id));
-        let headroom = path
-            .as_slice()
-            .iter()
+        Reservation {
+            reservation_id,
+            node: leaf,
+            currency: reserve.currency,
+            amount,
+            expires_at_ms,
+            plan,
+            headroom: self.headroom(path.as_slice(), currency, now),
+        }
+    }
+
+    /// Sets a plan's parts aside on their grants.
+    fn hold_plan(&mut self, plan: &[(u64, u64)]) {
+        for &(g, part) in plan {
+            self.grant_mut(g).held += part;
+        }
+    }
+
+    /// Each level's capacity as the cap step computes it (own hard limits, then roles under
+    /// the root's resolution), or none when nothing limits that level.
+    fn headroom(&self, path: &[u64], currency: u8, now: u64) -> Vec<Headroom> {
+        path.iter()
             .map(|&id| {
                 let capacity = self.level_capacity(id, currency, 0, now).unwrap_or(0);
                 Headroom {
@@ -337,16 +404,7 @@ impl State {
                     remaining: (capacity != u64::MAX).then_some(capacity),
                 }
             })
-            .collect();
-        Ok(Outcome::Reserved(Reservation {
-            reservation_id,
-            node: leaf,
-            currency: reserve.currency,
-            amount,
-            expires_at_ms,
-            plan,
-            headroom,
-        }))
+            .collect()
     }
 
     /// Charges the granted request to every matching rate limit on the path.
@@ -456,8 +514,11 @@ impl State {
         let (amount, tokens) = self.price(node, currency, actual)?;
         self.check_charge_fits(node, currency, amount, ctx.now_ms)?;
         // Validated: from here on, nothing fails.
+        ctx.touched = Touched::Account { node, currency };
         let (plan, attrs) = if late {
-            let expired = self.expired.remove(&reservation_id).expect("checked above");
+            let Some(expired) = self.expired.remove(&reservation_id) else {
+                unreachable!("invariant `a live expired hold is remembered` broken: found above");
+            };
             (Vec::new(), expired.attrs)
         } else {
             let hold = self.remove_hold(reservation_id);
@@ -492,6 +553,10 @@ impl State {
             )));
         }
         let hold = self.release_hold(ctx, reservation_id);
+        ctx.touched = Touched::Account {
+            node: hold.node,
+            currency: hold.currency,
+        };
         Ok(Outcome::Released {
             reservation_id,
             amount: hold.amount,
@@ -519,21 +584,25 @@ impl State {
 
     /// Takes a hold out of the hot state and off its path; grant holds stay for the caller.
     pub(crate) fn remove_hold(&mut self, reservation_id: u64) -> Hold {
-        let hold = self
-            .holds
-            .remove(&reservation_id)
-            .expect("caller checked the hold");
-        self.hold_due.remove(&(hold.expires_at_ms, reservation_id));
+        let Some(hold) = self.holds.remove(&reservation_id) else {
+            unreachable!("invariant `callers remove open holds only` broken: {reservation_id}");
+        };
+        let queued = self.hold_due.remove(&(hold.expires_at_ms, reservation_id));
+        assert!(
+            queued,
+            "invariant `every open hold is queued for expiry` broken"
+        );
         let path = self.path_ids(hold.node);
         for &id in path.as_slice() {
             let account = &mut self.node_mut(id).accounts[hold.currency as usize];
-            account.held = account
-                .held
-                .checked_sub(hold.amount)
-                .expect("held covers every open hold");
+            account.held = covered_sub(account.held, hold.amount, "held covers every open hold");
         }
         let leaf = self.node_mut(hold.node);
-        leaf.holds_open -= 1;
+        leaf.holds_open = covered_sub(
+            u64::from(leaf.holds_open),
+            1,
+            "holds_open counts the node's holds",
+        ) as u32;
         hold
     }
 
@@ -557,6 +626,10 @@ impl State {
             Ok(decision) => decision,
             Err(denial) => return Ok(Outcome::Denied(denial)),
         };
+        ctx.touched = Touched::Account {
+            node: leaf,
+            currency,
+        };
         let path = self.path_ids(leaf);
         self.soft_limit_alerts(ctx, path.as_slice(), currency, amount);
         self.take_rates(
@@ -567,9 +640,7 @@ impl State {
             now,
         );
         // The plan was not held: hold it now so that booking treats it like a settle.
-        for &(g, part) in &decision.plan {
-            self.grants.get_mut(&g).expect("planned grant exists").held += part;
-        }
+        self.hold_plan(&decision.plan);
         let settlement = self.book(
             ctx,
             Booking {
@@ -659,51 +730,19 @@ impl State {
     /// charges every window on the path; emits the events. Infallible: callers validated.
     fn book(&mut self, ctx: &mut Ctx, b: Booking) -> Settlement {
         let now = ctx.now_ms;
-        let funded = self.root_of(b.node).currencies[b.currency as usize].funded;
         let code = self
             .currency_code(self.node(b.node).root, b.currency)
             .to_owned();
-        // What each grant paid, one entry per grant in first-use order, with its owner captured
-        // now: an expired grant that reaches zero is dropped below.
-        let mut parts: Vec<FundingPart> = Vec::new();
-        let mut touched: Vec<u64> = Vec::new();
         let mut governance = Vec::new();
-        let mut to_pay = b.amount;
-        for &(g, part) in &b.plan {
-            let take = part.min(to_pay);
-            to_pay -= take;
-            add_part(&mut parts, g, self.grants[&g].node, take);
-            touched.push(g);
-            self.unhold_grant(&mut governance, g, part, take);
+        let paid = self.pay(&mut governance, now, &b);
+        let path = self.path_ids(b.node);
+        if paid.debt > 0 {
+            self.node_mut(b.node).accounts[b.currency as usize].debt += paid.debt;
+            for &id in path.as_slice() {
+                self.node_mut(id).accounts[b.currency as usize].subtree_debt += paid.debt;
+            }
         }
         let overrun = b.amount.saturating_sub(b.held);
-        let mut debt = 0;
-        if funded && to_pay > 0 {
-            for g in self.waterfall(now, b.node, b.currency) {
-                if to_pay == 0 {
-                    break;
-                }
-                let take = self.grants[&g].available().min(to_pay);
-                to_pay -= take;
-                add_part(&mut parts, g, self.grants[&g].node, take);
-                if !touched.contains(&g) {
-                    touched.push(g);
-                }
-                let grant = self.grants.get_mut(&g).expect("candidate exists");
-                grant.remaining -= take;
-                if grant.remaining == 0 {
-                    governance.push(GovernanceEvent::GrantExhausted { grant_id: g });
-                }
-            }
-            debt = to_pay;
-        }
-        let path = self.path_ids(b.node);
-        if debt > 0 {
-            self.node_mut(b.node).accounts[b.currency as usize].debt += debt;
-            for &id in path.as_slice() {
-                self.node_mut(id).accounts[b.currency as usize].subtree_debt += debt;
-            }
-        }
         if overrun > 0 || b.late {
             governance.insert(
                 0,
@@ -713,14 +752,13 @@ impl State {
                     currency: code.clone(),
                     held: b.held,
                     actual: b.amount,
-                    debt,
+                    debt: paid.debt,
                     late: b.late,
                 },
             );
         }
         let windows =
             self.charge_windows(&mut governance, path.as_slice(), b.currency, b.amount, now);
-        let plan = parts;
         ctx.events.push(Event::Usage(UsageEvent {
             at_ms: now,
             reservation_id: b.reservation_id,
@@ -730,50 +768,123 @@ impl State {
             tokens: b.tokens,
             attrs: b.attrs,
         }));
-        ctx.events.push(Event::Monetization(MonetizationEvent {
-            at_ms: now,
-            reservation_id: b.reservation_id,
-            node: b.node,
-            currency: code.clone(),
-            amount: b.amount,
-            parts: plan.clone(),
-            debt,
-        }));
-        // A dropped grant (expired and used up) reports zero.
-        let grants = touched
-            .iter()
-            .map(|g| match self.grants.get(g) {
-                Some(grant) => GrantBalance {
-                    grant_id: *g,
-                    remaining: grant.remaining,
-                    held: grant.held,
-                },
-                None => GrantBalance {
-                    grant_id: *g,
-                    remaining: 0,
-                    held: 0,
-                },
-            })
-            .collect();
-        ctx.events.push(Event::Balance(BalanceEvent {
-            at_ms: now,
-            currency: code.clone(),
-            grants,
-            windows,
-        }));
-        ctx.events
-            .extend(governance.into_iter().map(Event::Governance));
-        Settlement {
+        let settlement = Settlement {
             reservation_id: b.reservation_id,
             node: b.node,
             currency: code,
             charged: b.amount,
             released: b.held.saturating_sub(b.amount),
             overrun,
-            debt,
-            plan,
+            debt: paid.debt,
+            plan: paid.parts,
             late: b.late,
+        };
+        self.emit_booked(ctx, &settlement, &paid.touched, windows, governance);
+        settlement
+    }
+
+    /// Pays `b.amount`: from the hold's plan first (what a part does not pay is released),
+    /// then — in a funded currency — from the waterfall; what no grant covers is debt.
+    fn pay(&mut self, governance: &mut Vec<GovernanceEvent>, now: u64, b: &Booking) -> Payment {
+        let funded = self.root_of(b.node).currencies[b.currency as usize].funded;
+        let mut paid = Payment::default();
+        let mut to_pay = b.amount;
+        for &(g, part) in &b.plan {
+            let take = part.min(to_pay);
+            to_pay -= take;
+            add_part(&mut paid.parts, g, self.grants[&g].node, take);
+            paid.touched.push(g);
+            self.unhold_grant(governance, g, part, take);
         }
+        if funded && to_pay > 0 {
+            for g in self.waterfall(now, b.node, b.currency) {
+                if to_pay == 0 {
+                    break;
+                }
+                let grant = self.grant_mut(g);
+                let take = grant.available().min(to_pay);
+                grant.remaining -= take;
+                let (owner, exhausted) = (grant.node, grant.remaining == 0);
+                to_pay -= take;
+                add_part(&mut paid.parts, g, owner, take);
+                if !paid.touched.contains(&g) {
+                    paid.touched.push(g);
+                }
+                if exhausted {
+                    governance.push(GovernanceEvent::GrantExhausted { grant_id: g });
+                }
+            }
+            paid.debt = to_pay;
+        }
+        self.assert_paid(b, funded, &paid);
+        paid
+    }
+
+    /// Conservation inside one booking (what I3 rests on): in a funded currency the grants'
+    /// parts and the debt add up to the amount charged; a capped currency touches no grant;
+    /// no grant is left overdrawn.
+    fn assert_paid(&self, b: &Booking, funded: bool, paid: &Payment) {
+        let from_grants: u64 = paid.parts.iter().map(|p| p.amount).sum();
+        if funded {
+            assert!(
+                from_grants + paid.debt == b.amount,
+                "invariant `I3: grants and debt pay the whole charge` broken: {from_grants} \
+                 from grants + {} debt for {}",
+                paid.debt,
+                b.amount
+            );
+        } else {
+            assert!(
+                b.plan.is_empty() && paid.parts.is_empty() && paid.debt == 0,
+                "invariant `a capped currency touches no grant` broken"
+            );
+        }
+        for &g in &paid.touched {
+            self.assert_grant_balanced(g);
+        }
+    }
+
+    /// The monetization, balance and governance events of a booking (after its usage event).
+    fn emit_booked(
+        &self,
+        ctx: &mut Ctx,
+        s: &Settlement,
+        touched: &[u64],
+        windows: Vec<WindowBalance>,
+        governance: Vec<GovernanceEvent>,
+    ) {
+        ctx.events.push(Event::Monetization(MonetizationEvent {
+            at_ms: ctx.now_ms,
+            reservation_id: s.reservation_id,
+            node: s.node,
+            currency: s.currency.clone(),
+            amount: s.charged,
+            parts: s.plan.clone(),
+            debt: s.debt,
+        }));
+        // A dropped grant (expired and used up) reports zero.
+        let grants = touched
+            .iter()
+            .map(|&grant_id| {
+                let (remaining, held) = self
+                    .grants
+                    .get(&grant_id)
+                    .map_or((0, 0), |g| (g.remaining, g.held));
+                GrantBalance {
+                    grant_id,
+                    remaining,
+                    held,
+                }
+            })
+            .collect();
+        ctx.events.push(Event::Balance(BalanceEvent {
+            at_ms: ctx.now_ms,
+            currency: s.currency.clone(),
+            grants,
+            windows,
+        }));
+        ctx.events
+            .extend(governance.into_iter().map(Event::Governance));
     }
 
     /// Adds a settled amount to every counter on the path, with threshold, reset and pause
@@ -784,42 +895,29 @@ impl State {
         path: &[u64],
         currency: u8,
         amount: u64,
-        now: u64,
+        now_ms: u64,
     ) -> Vec<WindowBalance> {
         let mut balances = Vec::new();
         for &id in path {
-            let root_id = self.node(id).root;
-            let code = &self.roots[&root_id].currencies[currency as usize].code;
-            let code = code.clone();
-            let mut pause = false;
-            let node = &mut self.nodes[(id - 1) as usize];
+            let code = self.currency_code(self.node(id).root, currency).to_owned();
+            let spend = Spend {
+                node: id,
+                code: &code,
+                amount,
+                now_ms,
+            };
+            let node = self.node_mut(id);
             node.accounts[currency as usize].spent_total += amount;
+            let mut pause = false;
             for limit in node
                 .limits
                 .iter_mut()
                 .filter(|l| l.rule.currency == currency)
             {
-                let (before, after, closed) = limit
-                    .counter
-                    .add(limit.rule.window, now, amount)
-                    .expect("checked before");
-                if let Some(closed) = closed {
-                    governance.push(GovernanceEvent::WindowReset {
-                        node: id,
-                        from_roles: false,
-                        currency: code.clone(),
-                        window: limit.rule.window,
-                        closed_start_ms: closed.start_ms,
-                        spent: closed.spent,
-                    });
-                }
+                let counter = &mut limit.counter;
+                let (before, after) =
+                    spend.count(governance, &mut balances, false, limit.rule.window, counter);
                 pause |= crossings(governance, id, None, &code, &limit.rule, before, after);
-                balances.push(WindowBalance {
-                    node: id,
-                    from_roles: false,
-                    window: limit.rule.window,
-                    spent: after,
-                });
             }
             let mut role_spend: Vec<(Window, u64, u64)> = Vec::new();
             if let Some(extra) = node.extra.as_deref_mut() {
@@ -828,39 +926,12 @@ impl State {
                     .iter_mut()
                     .filter(|c| c.currency == currency)
                 {
-                    let (before, after, closed) = rc
-                        .counter
-                        .add(rc.window, now, amount)
-                        .expect("checked before");
-                    if let Some(closed) = closed {
-                        governance.push(GovernanceEvent::WindowReset {
-                            node: id,
-                            from_roles: true,
-                            currency: code.clone(),
-                            window: rc.window,
-                            closed_start_ms: closed.start_ms,
-                            spent: closed.spent,
-                        });
-                    }
+                    let (before, after) =
+                        spend.count(governance, &mut balances, true, rc.window, &mut rc.counter);
                     role_spend.push((rc.window, before, after));
-                    balances.push(WindowBalance {
-                        node: id,
-                        from_roles: true,
-                        window: rc.window,
-                        spent: after,
-                    });
                 }
             }
-            if !role_spend.is_empty() {
-                let node = self.node(id);
-                for (role, rule) in self.role_rules(node, currency) {
-                    if let Some(&(_, before, after)) =
-                        role_spend.iter().find(|(w, _, _)| *w == rule.window)
-                    {
-                        pause |= crossings(governance, id, Some(role), &code, rule, before, after);
-                    }
-                }
-            }
+            pause |= self.role_crossings(governance, &spend, currency, &role_spend);
             if pause && self.node(id).status == NodeStatus::Active {
                 self.node_mut(id).status = NodeStatus::Paused;
                 governance.push(GovernanceEvent::Paused {
@@ -870,6 +941,36 @@ impl State {
             }
         }
         balances
+    }
+
+    /// Threshold crossings of a node's role limits, from its role counters' spend before and
+    /// after; true if one of them pauses the node.
+    fn role_crossings(
+        &self,
+        governance: &mut Vec<GovernanceEvent>,
+        spend: &Spend,
+        currency: u8,
+        role_spend: &[(Window, u64, u64)],
+    ) -> bool {
+        if role_spend.is_empty() {
+            return false;
+        }
+        let mut pause = false;
+        for (role, rule) in self.role_rules(self.node(spend.node), currency) {
+            if let Some(&(_, before, after)) = role_spend.iter().find(|(w, _, _)| *w == rule.window)
+            {
+                pause |= crossings(
+                    governance,
+                    spend.node,
+                    Some(role),
+                    spend.code,
+                    rule,
+                    before,
+                    after,
+                );
+            }
+        }
+        pause
     }
 
     /// Expires holds that are past their TTL (called by `Tick`).
@@ -922,6 +1023,58 @@ pub(crate) struct Booking {
     pub late: bool,
 }
 
+/// What one booking paid: the grants' parts, every grant it touched (in first-use order) and
+/// the debt left.
+#[derive(Default)]
+struct Payment {
+    parts: Vec<FundingPart>,
+    touched: Vec<u64>,
+    debt: u64,
+}
+
+/// A settled amount being added to the counters of one node.
+struct Spend<'a> {
+    node: u64,
+    code: &'a str,
+    amount: u64,
+    now_ms: u64,
+}
+
+impl Spend<'_> {
+    /// Adds the amount to one counter (an own limit's, or a role counter when `from_roles`
+    /// is set): the window-reset event if it closed a window with spend, and the balance after.
+    /// Returns the spend in the window before and after.
+    fn count(
+        &self,
+        governance: &mut Vec<GovernanceEvent>,
+        balances: &mut Vec<WindowBalance>,
+        from_roles: bool,
+        window: Window,
+        counter: &mut Counter,
+    ) -> (u64, u64) {
+        let Ok((before, after, closed)) = counter.add(window, self.now_ms, self.amount) else {
+            unreachable!("invariant `counters fit what a booking adds` broken: checked before");
+        };
+        if let Some(closed) = closed {
+            governance.push(GovernanceEvent::WindowReset {
+                node: self.node,
+                from_roles,
+                currency: self.code.to_owned(),
+                window,
+                closed_start_ms: closed.start_ms,
+                spent: closed.spent,
+            });
+        }
+        balances.push(WindowBalance {
+            node: self.node,
+            from_roles,
+            window,
+            spent: after,
+        });
+        (before, after)
+    }
+}
+
 /// Adds a grant's payment, merging with an earlier payment by the same grant.
 fn add_part(parts: &mut Vec<FundingPart>, grant_id: u64, node: u64, amount: u64) {
     if amount == 0 {
@@ -937,30 +1090,74 @@ fn add_part(parts: &mut Vec<FundingPart>, grant_id: u64, node: u64, amount: u64)
     }
 }
 
-/// `amount - spent - held`, saturating.
-fn room(rule: &LimitRule, counter: &Counter, held: u64, now_ms: u64) -> u64 {
-    rule.amount
-        .saturating_sub(counter.spent_at(rule.window, now_ms).saturating_add(held))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn cap_denial(
-    node: u64,
-    rule_kind: DenyRule,
-    rule: &LimitRule,
-    counter: &Counter,
+/// One level of a path, evaluated for `need` more in `currency`.
+struct Level<'a> {
+    id: u64,
+    node: &'a Node,
+    currency: u8,
     held: u64,
     need: u64,
-    room: u64,
     now_ms: u64,
-) -> Denial {
-    Denial {
-        node,
-        rule: rule_kind,
-        window: Some(rule.window),
-        remaining: room,
-        requested: need,
-        retry_after_ms: counter.retry_after(rule.window, now_ms, rule.amount, held, need),
+}
+
+impl<'a> Level<'a> {
+    /// The room a role's hard limits leave (the smallest), and the limit that binds; under
+    /// `most_restrictive`, the first limit without room for `need` denies.
+    fn role_room<'r>(
+        &self,
+        role: &'r Role,
+        resolution: RoleResolution,
+    ) -> std::result::Result<(u64, Option<&'r LimitRule>), Denial> {
+        let mut room = u64::MAX;
+        let mut binding = None;
+        for rule in role
+            .limits
+            .iter()
+            .filter(|r| r.currency == self.currency && r.mode == LimitMode::Hard)
+        {
+            let counter = role_counter(self.node, self.currency, rule.window);
+            let r = self.room(rule, counter);
+            if resolution == RoleResolution::MostRestrictive && r < self.need {
+                return Err(self.denial(role_cap(role), rule, counter, r));
+            }
+            if r < room {
+                room = r;
+                binding = Some(rule);
+            }
+        }
+        Ok((room, binding))
+    }
+
+    /// `amount - spent - held` under one limit, saturating.
+    fn room(&self, rule: &LimitRule, counter: &Counter) -> u64 {
+        let used = counter
+            .spent_at(rule.window, self.now_ms)
+            .saturating_add(self.held);
+        rule.amount.saturating_sub(used)
+    }
+
+    fn denial(
+        &self,
+        rule_kind: DenyRule,
+        rule: &LimitRule,
+        counter: &Counter,
+        room: u64,
+    ) -> Denial {
+        let (amount, held, need) = (rule.amount, self.held, self.need);
+        Denial {
+            node: self.id,
+            rule: rule_kind,
+            window: Some(rule.window),
+            remaining: room,
+            requested: need,
+            retry_after_ms: counter.retry_after(rule.window, self.now_ms, amount, held, need),
+        }
+    }
+}
+
+fn role_cap(role: &Role) -> DenyRule {
+    DenyRule::RoleCap {
+        role: role.name.clone(),
     }
 }
 

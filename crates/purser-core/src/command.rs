@@ -66,9 +66,10 @@ impl Command {
     /// `[COMMAND_FORMAT_VERSION] ++ bincode(self)`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![COMMAND_FORMAT_VERSION];
-        // Encoding plain data into a Vec cannot fail.
-        let body = bincode::serde::encode_to_vec(self, bincode::config::standard())
-            .expect("command encodes");
+        let body =
+            bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_else(|e| {
+                unreachable!("invariant `commands encode`: plain data into memory cannot fail: {e}")
+            });
         out.extend_from_slice(&body);
         out
     }

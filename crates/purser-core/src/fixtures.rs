@@ -13,58 +13,15 @@ pub const USERS_PER_TEAM: u64 = 100;
 
 /// The standard tree; returns the state and the ids of the users.
 pub fn standard_tree(at_ms: u64, config: crate::state::Config) -> (State, Vec<u64>) {
-    let mut state = State::with_config(config);
-    let mut seq = 0u64;
-    let mut apply = |state: &mut State, op: Op| -> Outcome {
-        seq += 1;
-        state
-            .apply(at_ms, Command::new(format!("setup-{seq}"), at_ms, op))
-            .expect("setup command applies")
-            .outcome
+    let mut setup = Setup {
+        state: State::with_config(config),
+        at_ms,
+        seq: 0,
     };
-    let usd = || "usd".to_owned();
-    let create = |parent: Option<&str>, name: String, kind: &str| {
-        Op::CreateNode(CreateNode {
-            parent: parent.map(NodeRef::from),
-            name,
-            kind: kind.to_owned(),
-            tags: Vec::new(),
-            root: parent.is_none().then(|| RootSpec {
-                currencies: vec![CurrencySpec {
-                    code: usd(),
-                    scale: 6,
-                    funded: true,
-                }],
-                no_default_cap: true,
-            }),
-        })
-    };
-    let limits = |state: &mut State,
-                  apply: &mut dyn FnMut(&mut State, Op) -> Outcome,
-                  path: &str,
-                  month: i64| {
-        for (window, amount) in [(Period::Month, month), (Period::Day, month / 10)] {
-            let limit = LimitSpec {
-                currency: usd(),
-                amount,
-                window: Window::Calendar(window),
-                mode: LimitMode::Hard,
-                thresholds: Vec::new(),
-                on_exhausted: OnExhausted::Deny,
-            };
-            apply(
-                state,
-                Op::SetLimit {
-                    node: path.into(),
-                    limit,
-                },
-            );
-        }
-    };
-    apply(&mut state, create(None, "org".into(), "org"));
-    limits(&mut state, &mut apply, "org", 1_000_000_000_000_000);
+    setup.apply(create(None, "org".into(), "org"));
+    setup.limits("org", 1_000_000_000_000_000);
     let grant = GrantSpec {
-        currency: usd(),
+        currency: "usd".into(),
         amount: 1 << 52,
         priority: 0,
         kind: GrantKind::Prepaid,
@@ -73,33 +30,82 @@ pub fn standard_tree(at_ms: u64, config: crate::state::Config) -> (State, Vec<u6
         recur: None,
         rollover: Rollover::None,
     };
-    apply(
-        &mut state,
-        Op::AddGrant {
-            node: "org".into(),
-            grant,
-        },
-    );
+    setup.apply(Op::AddGrant {
+        node: "org".into(),
+        grant,
+    });
     let mut users = Vec::new();
     for d in 0..DIVISIONS {
         let div = format!("org/d{d}");
-        apply(&mut state, create(Some("org"), format!("d{d}"), "division"));
-        limits(&mut state, &mut apply, &div, 100_000_000_000_000);
+        setup.apply(create(Some("org"), format!("d{d}"), "division"));
+        setup.limits(&div, 100_000_000_000_000);
         for t in 0..TEAMS_PER_DIVISION {
             let team = format!("{div}/t{t}");
-            apply(&mut state, create(Some(&div), format!("t{t}"), "team"));
-            limits(&mut state, &mut apply, &team, 10_000_000_000_000);
+            setup.apply(create(Some(&div), format!("t{t}"), "team"));
+            setup.limits(&team, 10_000_000_000_000);
             for u in 0..USERS_PER_TEAM {
-                let user = format!("{team}/u{u}");
-                match apply(&mut state, create(Some(&team), format!("u{u}"), "user")) {
+                match setup.apply(create(Some(&team), format!("u{u}"), "user")) {
                     Outcome::NodeCreated { node_id } => users.push(node_id),
                     other => panic!("unexpected {other:?}"),
                 }
-                limits(&mut state, &mut apply, &user, 100_000_000_000);
+                setup.limits(&format!("{team}/u{u}"), 100_000_000_000);
             }
         }
     }
-    (state, users)
+    (setup.state, users)
+}
+
+/// A state being set up, one command after the other at the same time.
+struct Setup {
+    state: State,
+    at_ms: u64,
+    seq: u64,
+}
+
+impl Setup {
+    fn apply(&mut self, op: Op) -> Outcome {
+        self.seq += 1;
+        let command = Command::new(format!("setup-{}", self.seq), self.at_ms, op);
+        match self.state.apply(self.at_ms, command) {
+            Ok(applied) => applied.outcome,
+            Err(e) => panic!("setup command {} of the standard tree fails: {e}", self.seq),
+        }
+    }
+
+    /// A monthly hard limit of `month` and a daily one of a tenth of it.
+    fn limits(&mut self, path: &str, month: i64) {
+        for (window, amount) in [(Period::Month, month), (Period::Day, month / 10)] {
+            let limit = LimitSpec {
+                currency: "usd".into(),
+                amount,
+                window: Window::Calendar(window),
+                mode: LimitMode::Hard,
+                thresholds: Vec::new(),
+                on_exhausted: OnExhausted::Deny,
+            };
+            self.apply(Op::SetLimit {
+                node: path.into(),
+                limit,
+            });
+        }
+    }
+}
+
+fn create(parent: Option<&str>, name: String, kind: &str) -> Op {
+    Op::CreateNode(CreateNode {
+        parent: parent.map(NodeRef::from),
+        name,
+        kind: kind.to_owned(),
+        tags: Vec::new(),
+        root: parent.is_none().then(|| RootSpec {
+            currencies: vec![CurrencySpec {
+                code: "usd".into(),
+                scale: 6,
+                funded: true,
+            }],
+            no_default_cap: true,
+        }),
+    })
 }
 
 /// A small, seedable PRNG for workloads (never used inside apply).

@@ -6,7 +6,7 @@ use crate::command::{GrantSpec, NodeRef, Rollover};
 use crate::error::{Error, Result};
 use crate::event::{Event, GovernanceEvent};
 use crate::outcome::Outcome;
-use crate::state::{limits, Ctx, Grant, State};
+use crate::state::{covered_sub, limits, Ctx, Grant, State};
 use crate::time::DAY_MS;
 use crate::validate;
 
@@ -31,47 +31,7 @@ impl State {
         }
         let amount = validate::positive_amount("grant amount", spec.amount)?;
         let now = ctx.now_ms;
-        let effective_at_ms = spec.effective_at_ms.unwrap_or(now);
-        // Bounded: a grant backdated by years would replay a renewal per past period, and
-        // calendar arithmetic near u64::MAX would overflow.
-        if effective_at_ms < now.saturating_sub(DAY_MS)
-            || effective_at_ms > now.saturating_add(GRANT_HORIZON_MS)
-        {
-            return Err(Error::invalid(
-                "a grant takes effect between one day ago and ten years ahead",
-            ));
-        }
-        if spec
-            .expires_at_ms
-            .is_some_and(|e| e > now.saturating_add(10 * GRANT_HORIZON_MS))
-        {
-            return Err(Error::invalid(
-                "a grant expires at most a hundred years ahead",
-            ));
-        }
-        if let Some(expires) = spec.expires_at_ms {
-            if expires <= effective_at_ms || expires <= now {
-                return Err(Error::invalid(
-                    "a grant must expire after it takes effect and after now",
-                ));
-            }
-        }
-        if spec.recur == Some(crate::time::Period::Hour) {
-            return Err(Error::invalid(
-                "a grant recurs every day, week, month or year",
-            ));
-        }
-        match (spec.recur, spec.rollover) {
-            (None, Rollover::None) => {}
-            (None, _) => return Err(Error::invalid("rollover applies to recurring grants only")),
-            (Some(_), Rollover::CapMultiple(n)) if n == 0 || n > 1000 => {
-                return Err(Error::invalid("rollover cap multiple must be 1..=1000"))
-            }
-            (Some(_), Rollover::Percent(p)) if p > 100 => {
-                return Err(Error::invalid("rollover percent must be 0..=100"))
-            }
-            (Some(_), _) => {}
-        }
+        let effective_at_ms = check_timing(&spec, now)?;
         let owned = self.node(id).extra().map_or(0, |e| e.grants.len());
         if owned >= limits::GRANTS_PER_NODE_MAX {
             return Err(Error::exhausted(format!(
@@ -154,17 +114,15 @@ impl State {
         part: u64,
         take: u64,
     ) {
-        let grant = self
-            .grants
-            .get_mut(&g)
-            .expect("a held grant stays until its holds resolve");
-        grant.held = grant
-            .held
-            .checked_sub(part)
-            .expect("grant held covers its holds");
-        grant.remaining -= take;
+        assert!(
+            take <= part,
+            "invariant `a part pays at most itself` broken"
+        );
+        let grant = self.grant_mut(g);
+        grant.held = covered_sub(grant.held, part, "grant held covers its holds");
+        grant.remaining = covered_sub(grant.remaining, take, "I2: remaining covers held");
         if grant.expired {
-            grant.remaining -= part - take;
+            grant.remaining = covered_sub(grant.remaining, part - take, "I2 of an expired grant");
             if grant.remaining == 0 {
                 self.drop_grant(g);
             }
@@ -174,8 +132,13 @@ impl State {
     }
 
     fn drop_grant(&mut self, g: u64) {
-        let grant = self.grants.remove(&g).expect("grant exists");
-        debug_assert_eq!(grant.held, 0);
+        let Some(grant) = self.grants.remove(&g) else {
+            unreachable!("invariant `a grant is dropped once` broken: grant {g}");
+        };
+        assert_eq!(
+            grant.held, 0,
+            "invariant `a dropped grant holds nothing` broken"
+        );
         if let Some(due) = grant.due_ms() {
             self.grant_due.remove(&(due, g));
         }
@@ -219,12 +182,18 @@ impl State {
             if pay == 0 {
                 break;
             }
-            let grant = self.grants.get_mut(&g).expect("grant exists");
+            let grant = self.grant_mut(g);
             grant.remaining -= pay;
             let exhausted = grant.remaining == 0;
-            self.node_mut(debtor).accounts[c].debt -= pay;
+            let account = &mut self.node_mut(debtor).accounts[c];
+            account.debt -= pay;
             for &id in self.path_ids(debtor).as_slice() {
-                self.node_mut(id).accounts[c].subtree_debt -= pay;
+                let account = &mut self.node_mut(id).accounts[c];
+                account.subtree_debt = covered_sub(
+                    account.subtree_debt,
+                    pay,
+                    "subtree debt sums the debts below",
+                );
             }
             ctx.events
                 .push(Event::Governance(GovernanceEvent::DebtPaid {
@@ -270,7 +239,7 @@ impl State {
             self.grant_due.remove(&(due, g));
             let grant = self.grants[&g].clone();
             if grant.pending {
-                self.grants.get_mut(&g).expect("grant exists").pending = false;
+                self.grant_mut(g).pending = false;
                 self.pay_debts(ctx, g);
             } else if grant.expires_at_ms.is_some_and(|e| e <= due) {
                 self.expire_grant(ctx, g);
@@ -285,6 +254,11 @@ impl State {
                 }
             }
         }
+        let overdue = |first: Option<&(u64, u64)>| first.is_some_and(|&(due, _)| due <= now);
+        assert!(
+            budget == 0 || !(overdue(self.hold_due.first()) || overdue(self.grant_due.first())),
+            "invariant `a tick leaves nothing due unless it ran out of budget` broken"
+        );
         Outcome::Ticked {
             holds_expired,
             grants_expired,
@@ -293,7 +267,7 @@ impl State {
     }
 
     fn expire_grant(&mut self, ctx: &mut Ctx, g: u64) {
-        let grant = self.grants.get_mut(&g).expect("grant exists");
+        let grant = self.grant_mut(g);
         let forfeited = grant.available();
         grant.remaining = grant.held;
         grant.expired = true;
@@ -309,9 +283,10 @@ impl State {
 
     /// A fresh allotment at the period boundary; the unused rest follows the rollover rule.
     fn renew_grant(&mut self, ctx: &mut Ctx, g: u64) {
-        let grant = self.grants.get_mut(&g).expect("grant exists");
-        let boundary = grant.next_renewal_ms.expect("a renewing grant recurs");
-        let period = grant.recur.expect("a renewing grant recurs");
+        let grant = self.grant_mut(g);
+        let (Some(boundary), Some(period)) = (grant.next_renewal_ms, grant.recur) else {
+            unreachable!("invariant `a renewing grant recurs` broken: grant {g}");
+        };
         let unused = grant.available();
         let carry = match grant.rollover {
             Rollover::None => 0,
@@ -336,5 +311,52 @@ impl State {
         };
         ctx.events.push(Event::Governance(event));
         self.pay_debts(ctx, g);
+    }
+}
+
+/// When a grant takes effect (now unless set), after checking its timing: effective between a
+/// day ago and ten years ahead, expiring after that, after now and within a hundred years;
+/// recurring daily or longer; a rollover only on a recurring grant.
+fn check_timing(spec: &GrantSpec, now: u64) -> Result<u64> {
+    let effective_at_ms = spec.effective_at_ms.unwrap_or(now);
+    // Bounded: a grant backdated by years would replay a renewal per past period, and
+    // calendar arithmetic near u64::MAX would overflow.
+    if effective_at_ms < now.saturating_sub(DAY_MS)
+        || effective_at_ms > now.saturating_add(GRANT_HORIZON_MS)
+    {
+        return Err(Error::invalid(
+            "a grant takes effect between one day ago and ten years ahead",
+        ));
+    }
+    if spec
+        .expires_at_ms
+        .is_some_and(|e| e > now.saturating_add(10 * GRANT_HORIZON_MS))
+    {
+        return Err(Error::invalid(
+            "a grant expires at most a hundred years ahead",
+        ));
+    }
+    if let Some(expires) = spec.expires_at_ms {
+        if expires <= effective_at_ms || expires <= now {
+            return Err(Error::invalid(
+                "a grant must expire after it takes effect and after now",
+            ));
+        }
+    }
+    if spec.recur == Some(crate::time::Period::Hour) {
+        return Err(Error::invalid(
+            "a grant recurs every day, week, month or year",
+        ));
+    }
+    match (spec.recur, spec.rollover) {
+        (None, Rollover::None) => Ok(effective_at_ms),
+        (None, _) => Err(Error::invalid("rollover applies to recurring grants only")),
+        (Some(_), Rollover::CapMultiple(n)) if n == 0 || n > 1000 => {
+            Err(Error::invalid("rollover cap multiple must be 1..=1000"))
+        }
+        (Some(_), Rollover::Percent(p)) if p > 100 => {
+            Err(Error::invalid("rollover percent must be 0..=100"))
+        }
+        (Some(_), _) => Ok(effective_at_ms),
     }
 }

@@ -8,6 +8,9 @@
 //! The rules it implements, and every choice where the SPEC is silent, are written down in
 //! `docs/semantics.md` at the repository root.
 
+#![deny(clippy::expect_used)]
+#![warn(clippy::too_many_lines)]
+
 mod budget;
 pub mod command;
 pub mod error;
@@ -16,6 +19,7 @@ pub mod event;
 pub mod fixtures;
 mod grant;
 mod hash;
+mod invariants;
 pub mod outcome;
 #[cfg(feature = "planted-bugs")]
 pub mod planted;

@@ -55,7 +55,18 @@ struct Image {
 
 impl State {
     /// `MAGIC ++ version (u32 LE) ++ length (u64 LE) ++ body ++ checksum (u64 LE)`.
+    ///
+    /// Runs [`State::check_invariants`] first: a state that breaks one must not be written
+    /// down and shipped to followers, so it panics with the invariant's message.
     pub fn snapshot(&self) -> Vec<u8> {
+        if let Err(why) = self.check_invariants() {
+            panic!("invariant broken when building a snapshot: {why}");
+        }
+        self.encode()
+    }
+
+    /// The snapshot bytes, unchecked: what [`State::digest`] hashes.
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut holds: Vec<&Hold> = self.holds.values().collect();
         holds.sort_unstable_by_key(|h| h.id);
         let image = ImageRef {
@@ -80,7 +91,9 @@ impl State {
             events_emitted: self.events_emitted,
         };
         let body = bincode::serde::encode_to_vec(&image, bincode::config::standard())
-            .expect("state encodes");
+            .unwrap_or_else(|e| {
+                unreachable!("invariant `the state encodes`: plain data into memory: {e}")
+            });
         let mut out = Vec::with_capacity(body.len() + 28);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
@@ -97,18 +110,18 @@ impl State {
         if bytes.len() < 28 || &bytes[..8] != MAGIC {
             return Err(corrupt("not a Purser state snapshot"));
         }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        let version = u32::from_le_bytes(le_bytes(&bytes[8..12]));
         if version != SNAPSHOT_FORMAT_VERSION {
             return Err(corrupt(&format!(
                 "format version {version}, this build reads {SNAPSHOT_FORMAT_VERSION}"
             )));
         }
-        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+        let len = u64::from_le_bytes(le_bytes(&bytes[12..20]));
         if len != (bytes.len() - 28) as u64 {
             return Err(corrupt("length does not match (truncated?)"));
         }
         let body = &bytes[20..bytes.len() - 8];
-        let checksum = u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().expect("8 bytes"));
+        let checksum = u64::from_le_bytes(le_bytes(&bytes[bytes.len() - 8..]));
         if checksum != fingerprint64(body) {
             return Err(corrupt("checksum mismatch"));
         }
@@ -186,116 +199,13 @@ impl State {
 
     /// A 128-bit digest of the whole state: equal on replicas that applied the same log.
     pub fn digest(&self) -> u128 {
-        fingerprint128(&self.snapshot())
+        fingerprint128(&self.encode())
     }
+}
 
-    /// Structural invariants that hold after every applied command (I2, and the bookkeeping
-    /// that I1 and I3 rest on). Cost is linear in the state: for tests, restore and audits.
-    pub fn check_invariants(&self) -> std::result::Result<(), String> {
-        let count = self.nodes.len();
-        let mut held = vec![Vec::<u64>::new(); count];
-        let mut holds_open = vec![0u32; count];
-        let mut subtree_debt = vec![Vec::<u64>::new(); count];
-        for (i, node) in self.nodes.iter().enumerate() {
-            let currencies = self
-                .roots
-                .get(&node.root)
-                .ok_or("node without root")?
-                .currencies
-                .len();
-            if node.accounts.len() != currencies {
-                return Err(format!(
-                    "node {} has {} accounts for {currencies} currencies",
-                    i + 1,
-                    node.accounts.len()
-                ));
-            }
-            held[i] = vec![0; currencies];
-            subtree_debt[i] = vec![0; currencies];
-        }
-        let mut grant_held = std::collections::BTreeMap::<u64, u64>::new();
-        for hold in self.holds.values() {
-            if hold.node == 0 || hold.node as usize > count {
-                return Err(format!("hold {} on a missing node", hold.id));
-            }
-            holds_open[hold.node as usize - 1] += 1;
-            for &id in self.path_ids(hold.node).as_slice() {
-                held[id as usize - 1][hold.currency as usize] += hold.amount;
-            }
-            let planned: u64 = hold.plan.iter().map(|p| p.1).sum();
-            if !hold.plan.is_empty() && planned != hold.amount {
-                return Err(format!(
-                    "hold {} plans {planned} of {}",
-                    hold.id, hold.amount
-                ));
-            }
-            for &(g, part) in &hold.plan {
-                *grant_held.entry(g).or_default() += part;
-            }
-        }
-        for (i, node) in self.nodes.iter().enumerate() {
-            for (c, account) in node.accounts.iter().enumerate() {
-                if account.debt > 0 {
-                    for &id in self.path_ids(i as u64 + 1).as_slice() {
-                        subtree_debt[id as usize - 1][c] += account.debt;
-                    }
-                }
-            }
-        }
-        for (i, node) in self.nodes.iter().enumerate() {
-            if node.holds_open != holds_open[i] {
-                return Err(format!(
-                    "node {} counts {} open holds, has {}",
-                    i + 1,
-                    node.holds_open,
-                    holds_open[i]
-                ));
-            }
-            for (c, account) in node.accounts.iter().enumerate() {
-                if account.held != held[i][c] {
-                    return Err(format!(
-                        "node {} holds {} but its subtree's holds sum to {}",
-                        i + 1,
-                        account.held,
-                        held[i][c]
-                    ));
-                }
-                if account.subtree_debt != subtree_debt[i][c] {
-                    return Err(format!(
-                        "node {} subtree debt {} != {}",
-                        i + 1,
-                        account.subtree_debt,
-                        subtree_debt[i][c]
-                    ));
-                }
-            }
-        }
-        for grant in self.grants.values() {
-            if grant.held > grant.remaining {
-                return Err(format!(
-                    "grant {} holds {} of {} remaining (I2)",
-                    grant.id, grant.held, grant.remaining
-                ));
-            }
-            let expected = grant_held.get(&grant.id).copied().unwrap_or(0);
-            if grant.held != expected {
-                return Err(format!(
-                    "grant {} held {} but holds plan {expected}",
-                    grant.id, grant.held
-                ));
-            }
-            if grant.expired && grant.remaining != grant.held {
-                return Err(format!(
-                    "expired grant {} keeps more than it holds",
-                    grant.id
-                ));
-            }
-        }
-        for g in grant_held.keys() {
-            if !self.grants.contains_key(g) {
-                return Err(format!("a hold plans on missing grant {g}"));
-            }
-        }
-        self.check_webhooks()
-    }
+/// A fixed-size header field; the caller slices exactly `N` bytes.
+fn le_bytes<const N: usize>(field: &[u8]) -> [u8; N] {
+    let mut out = [0; N];
+    out.copy_from_slice(field);
+    out
 }

@@ -5,10 +5,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{
-    Attributes, Command, GrantKind, LimitMode, OnExhausted, Op, RoleResolution, Rollover, Window,
+    Attributes, Command, GrantKind, LimitMode, OnExhausted, Op, RequestMeta, RoleResolution,
+    Rollover, Window,
 };
 use crate::error::{Error, Result};
 use crate::hash::{fingerprint128, fingerprint64, FxHashMap};
+use crate::invariants::Before;
 use crate::outcome::{Applied, NodeStatus, Outcome, Recorded};
 use crate::time::Period;
 use crate::window::Counter;
@@ -257,7 +259,11 @@ pub(crate) struct Grant {
 
 impl Grant {
     pub fn available(&self) -> u64 {
-        self.remaining - self.held
+        covered_sub(
+            self.remaining,
+            self.held,
+            "I2: a grant's remaining covers its held part",
+        )
     }
     /// Next time a tick must look at this grant.
     pub fn due_ms(&self) -> Option<u64> {
@@ -353,6 +359,42 @@ pub struct State {
 pub(crate) struct Ctx {
     pub now_ms: u64,
     pub events: Vec<crate::event::Event>,
+    /// What the command changed, for the postconditions apply checks after it.
+    pub touched: Touched,
+}
+
+impl Ctx {
+    pub(crate) fn new(now_ms: u64) -> Self {
+        Ctx {
+            now_ms,
+            events: Vec::new(),
+            touched: Touched::Nothing,
+        }
+    }
+}
+
+/// The part of the state a command changed that apply's postconditions look at: they check
+/// that part only, so that their cost follows the command's, not the state's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Touched {
+    Nothing,
+    /// Held, spend or debt changed on the path of `node`, in `currency`.
+    Account {
+        node: u64,
+        currency: u8,
+    },
+    /// A node joined the tree or moved in it: its path's shape changed.
+    Node(u64),
+}
+
+/// How a client command's request id was admitted.
+enum Admission {
+    /// A system command: no request id, nothing remembered.
+    System,
+    /// A new request id: its outcome is remembered under `key` with the payload's fingerprint.
+    Fresh { key: u128, payload: u64 },
+    /// A retry of a remembered request with the same payload: the first outcome answers.
+    Duplicate(Recorded),
 }
 
 impl State {
@@ -384,66 +426,77 @@ impl State {
     /// An `Err` means the command was invalid or cannot apply, and the state is unchanged.
     pub fn apply(&mut self, at_ms: u64, command: Command) -> Result<Applied> {
         let now_ms = self.now_ms.max(at_ms);
+        let before = Before::of(self, now_ms);
         let Command { request, op } = command;
-        let system = matches!(op, Op::Tick | Op::WebhookDelivered { .. });
-        let request_key = match (&request, &op) {
-            (None, _) if system => None,
-            (None, _) => return Err(Error::invalid("a client command needs a request id")),
-            (Some(_), _) if system => {
-                return Err(Error::invalid(
-                    "tick and webhook-delivered are system commands and take no request id",
-                ))
-            }
-            (Some(meta), _) => {
-                let key = self.check_request(now_ms, &meta.id, meta.sent_at_ms)?;
-                let payload = payload_fingerprint(&mut self.scratch, &op);
-                if let Some(entry) = self.dedup.map.get(&key) {
-                    if entry.forget_at_ms >= now_ms {
-                        debug_assert!(self.is_remembered(key, now_ms));
-                        if entry.payload != payload {
-                            return Err(Error::exists(format!(
-                                "request id {:?} was already used with a different payload",
-                                meta.id
-                            )));
-                        }
-                        let outcome = Outcome::Duplicate(entry.recorded.clone());
-                        self.advance(now_ms);
-                        return Ok(Applied {
-                            outcome,
-                            events: Vec::new(),
-                        });
-                    }
-                }
-                if self.remembered_full() {
-                    // Dead entries are invisible (lookups and snapshots skip them), so a sweep
-                    // here changes no observable state even if the command then fails.
-                    self.dedup
-                        .map
-                        .retain(|_, entry| entry.forget_at_ms >= now_ms);
-                    if self.dedup.map.len() >= limits::REMEMBERED_REQUESTS_MAX {
-                        return Err(Error::exhausted(format!(
-                            "{} request ids are remembered, the most the cluster keeps: lower the request rate or the retention",
-                            limits::REMEMBERED_REQUESTS_MAX
-                        )));
-                    }
-                }
-                Some((key, payload))
+        let request_key = match self.admit(now_ms, request.as_ref(), &op)? {
+            Admission::System => None,
+            Admission::Fresh { key, payload } => Some((key, payload)),
+            Admission::Duplicate(recorded) => {
+                self.advance(now_ms);
+                before.assert_only_clock_moved(self);
+                return Ok(Applied {
+                    outcome: Outcome::Duplicate(recorded),
+                    events: Vec::new(),
+                });
             }
         };
-        let mut ctx = Ctx {
-            now_ms,
-            events: Vec::new(),
-        };
-        let outcome = self.dispatch(&mut ctx, op)?;
+        let mut ctx = Ctx::new(now_ms);
+        let outcome = self
+            .dispatch(&mut ctx, op)
+            .inspect_err(|_| before.assert_unchanged_by_error(self, &ctx))?;
         self.advance(now_ms);
         self.events_emitted += ctx.events.len() as u64;
         if let (Some((key, payload)), Some(recorded)) = (request_key, recorded(&outcome)) {
             self.record(key, payload, recorded);
         }
+        self.assert_applied(&before, &ctx, &outcome, request_key.map(|(key, _)| key));
         Ok(Applied {
             outcome,
             events: ctx.events,
         })
+    }
+
+    /// Checks a client command's request id (a system command has none): too old, too far
+    /// ahead, reused with another payload, or one more than the cluster remembers is refused.
+    fn admit(&mut self, now_ms: u64, request: Option<&RequestMeta>, op: &Op) -> Result<Admission> {
+        let system = matches!(op, Op::Tick | Op::WebhookDelivered { .. });
+        let meta = match request {
+            None if system => return Ok(Admission::System),
+            None => return Err(Error::invalid("a client command needs a request id")),
+            Some(_) if system => {
+                return Err(Error::invalid(
+                    "tick and webhook-delivered are system commands and take no request id",
+                ))
+            }
+            Some(meta) => meta,
+        };
+        let key = self.check_request(now_ms, &meta.id, meta.sent_at_ms)?;
+        let payload = payload_fingerprint(&mut self.scratch, op);
+        if let Some(entry) = self.dedup.map.get(&key) {
+            if entry.forget_at_ms >= now_ms {
+                if entry.payload != payload {
+                    return Err(Error::exists(format!(
+                        "request id {:?} was already used with a different payload",
+                        meta.id
+                    )));
+                }
+                return Ok(Admission::Duplicate(entry.recorded.clone()));
+            }
+        }
+        if self.remembered_full() {
+            // Dead entries are invisible (lookups and snapshots skip them), so a sweep here
+            // changes no observable state even if the command then fails.
+            self.dedup
+                .map
+                .retain(|_, entry| entry.forget_at_ms >= now_ms);
+            if self.dedup.map.len() >= limits::REMEMBERED_REQUESTS_MAX {
+                return Err(Error::exhausted(format!(
+                    "{} request ids are remembered, the most the cluster keeps: lower the request rate or the retention",
+                    limits::REMEMBERED_REQUESTS_MAX
+                )));
+            }
+        }
+        Ok(Admission::Fresh { key, payload })
     }
 
     /// A request id whose outcome is still remembered: applying it answers a duplicate.
@@ -490,7 +543,7 @@ impl State {
 
     fn dispatch(&mut self, ctx: &mut Ctx, op: Op) -> Result<Outcome> {
         match op {
-            Op::CreateNode(create) => self.create_node(create),
+            Op::CreateNode(create) => self.create_node(ctx, create),
             Op::MoveNode { node, new_parent } => self.move_node(ctx, &node, &new_parent),
             Op::CloseNode { node } => self.set_status(ctx, &node, NodeStatus::Closed),
             Op::PauseNode { node } => self.set_status(ctx, &node, NodeStatus::Paused),
@@ -644,6 +697,23 @@ impl State {
         &mut self.nodes[(id - 1) as usize]
     }
 
+    /// A grant that a hold's plan, the due queue or a candidate list names. Each of them loses
+    /// the id when the grant is dropped, so a miss is broken bookkeeping, never bad input.
+    pub(crate) fn grant_mut(&mut self, g: u64) -> &mut Grant {
+        let Some(grant) = self.grants.get_mut(&g) else {
+            panic!("invariant `indexed grants exist` broken: grant {g} is named but gone");
+        };
+        grant
+    }
+
+    /// The settings of a root node: created with the node, never removed.
+    pub(crate) fn root_mut(&mut self, root_id: u64) -> &mut Root {
+        let Some(root) = self.roots.get_mut(&root_id) else {
+            panic!("invariant `every root node has its root` broken: node {root_id}");
+        };
+        root
+    }
+
     pub(crate) fn child(&self, parent: u64, name: &str) -> Option<u64> {
         let id = *self.names.get(&(parent, fingerprint64(name.as_bytes())))?;
         (&*self.node(id).name == name).then_some(id)
@@ -705,6 +775,17 @@ impl State {
     }
 }
 
+/// `from - amount` for a balance the bookkeeping promises covers `amount` (held covers the
+/// holds below, a grant's remaining covers what it pays, debt covers what is paid back). A
+/// shortfall is a broken invariant, named by `what`: it panics rather than wrap around.
+#[track_caller]
+pub(crate) fn covered_sub(from: u64, amount: u64, what: &str) -> u64 {
+    let Some(rest) = from.checked_sub(amount) else {
+        panic!("invariant `{what}` broken: {from} does not cover {amount}");
+    };
+    rest
+}
+
 /// A node's path as ids, leaf first, without allocating.
 pub(crate) struct PathIds {
     ids: [u64; limits::DEPTH_MAX_CEILING as usize],
@@ -719,8 +800,10 @@ impl PathIds {
 
 fn payload_fingerprint(scratch: &mut Vec<u8>, op: &Op) -> u64 {
     scratch.clear();
-    bincode::serde::encode_into_std_write(op, scratch, bincode::config::standard())
-        .expect("op encodes");
+    if let Err(e) = bincode::serde::encode_into_std_write(op, scratch, bincode::config::standard())
+    {
+        unreachable!("invariant `commands encode`: plain data into memory cannot fail: {e}");
+    }
     fingerprint64(scratch)
 }
 

@@ -10,15 +10,15 @@ use crate::event::{Event, GovernanceEvent};
 use crate::hash::fingerprint64;
 use crate::outcome::{NodeStatus, Outcome};
 use crate::state::{
-    limits, Account, Ctx, Currency, Limit, LimitRule, Node, Price, RateLimit, RateUnit, Role,
-    RoleCounter, Root, State, Thresholds,
+    covered_sub, limits, Account, Ctx, Currency, Limit, LimitRule, Node, PathIds, Price, RateLimit,
+    RateUnit, Role, RoleCounter, Root, State, Thresholds, Touched,
 };
 use crate::time::Period;
 use crate::validate;
 use crate::window::Counter;
 
 impl State {
-    pub(crate) fn create_node(&mut self, create: CreateNode) -> Result<Outcome> {
+    pub(crate) fn create_node(&mut self, ctx: &mut Ctx, create: CreateNode) -> Result<Outcome> {
         validate::name(&create.name)?;
         validate::text("kind", &create.kind, 32)?;
         validate::tags(&create.tags, limits::TAGS_PER_NODE_MAX)?;
@@ -36,39 +36,13 @@ impl State {
             }
             (Some(parent), None) => self.resolve(parent)?,
         };
-        let name_key = (parent, fingerprint64(create.name.as_bytes()));
-        if self.child(parent, &create.name).is_some() {
-            return Err(Error::exists(format!(
-                "{:?} already exists there",
-                create.name
-            )));
-        }
-        if self.names.contains_key(&name_key) {
-            return Err(Error::exists(format!(
-                "name {:?} collides with a sibling's; choose another",
-                create.name
-            )));
-        }
+        let name_key = self.free_name(parent, &create.name)?;
         let id = self.nodes.len() as u64 + 1;
         let (root_id, depth, new_root) = match create.root {
             Some(spec) => (id, 1, Some(self.new_root(spec)?)),
             None => {
-                let p = self.node(parent);
-                if p.status == NodeStatus::Closed {
-                    return Err(Error::precondition("the parent is closed"));
-                }
-                if p.depth >= self.config.depth_max {
-                    return Err(Error::invalid(format!(
-                        "the tree may be at most {} levels deep",
-                        self.config.depth_max
-                    )));
-                }
-                if p.children.len() >= limits::CHILDREN_PER_NODE_MAX {
-                    return Err(Error::exhausted(
-                        "the parent has the maximum number of children",
-                    ));
-                }
-                (p.root, p.depth + 1, None)
+                let (root_id, depth) = self.check_parent(parent)?;
+                (root_id, depth, None)
             }
         };
         let currencies = match &new_root {
@@ -101,77 +75,53 @@ impl State {
         if parent != 0 {
             self.node_mut(parent).children.push(id);
         }
+        ctx.touched = Touched::Node(id);
         Ok(Outcome::NodeCreated { node_id: id })
+    }
+
+    /// The name index key of `name` under `parent`, if no sibling has the name (or its
+    /// fingerprint).
+    fn free_name(&self, parent: u64, name: &str) -> Result<(u64, u64)> {
+        let name_key = (parent, fingerprint64(name.as_bytes()));
+        if self.child(parent, name).is_some() {
+            return Err(Error::exists(format!("{name:?} already exists there")));
+        }
+        if self.names.contains_key(&name_key) {
+            return Err(Error::exists(format!(
+                "name {name:?} collides with a sibling's; choose another"
+            )));
+        }
+        Ok(name_key)
+    }
+
+    /// The root and depth of a new child of `parent`, if the parent takes one more child.
+    fn check_parent(&self, parent: u64) -> Result<(u64, u8)> {
+        let p = self.node(parent);
+        if p.status == NodeStatus::Closed {
+            return Err(Error::precondition("the parent is closed"));
+        }
+        if p.depth >= self.config.depth_max {
+            return Err(Error::invalid(format!(
+                "the tree may be at most {} levels deep",
+                self.config.depth_max
+            )));
+        }
+        if p.children.len() >= limits::CHILDREN_PER_NODE_MAX {
+            return Err(Error::exhausted(
+                "the parent has the maximum number of children",
+            ));
+        }
+        Ok((p.root, p.depth + 1))
     }
 
     /// A new root and its default monthly caps (spend governance is opt-out).
     fn new_root(&self, spec: RootSpec) -> Result<(Root, Vec<Limit>)> {
-        if spec.currencies.is_empty() || spec.currencies.len() > limits::CURRENCIES_PER_ROOT_MAX {
-            return Err(Error::invalid(format!(
-                "a root declares 1..={} currencies",
-                limits::CURRENCIES_PER_ROOT_MAX
-            )));
-        }
-        let mut currencies: Vec<Currency> = Vec::new();
-        for c in spec.currencies {
-            let code = c.code.as_bytes();
-            let ok = !code.is_empty()
-                && code.len() <= 16
-                && code[0].is_ascii_lowercase()
-                && code
-                    .iter()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
-            if !ok {
-                return Err(Error::invalid(format!(
-                    "currency code {:?} must match [a-z][a-z0-9_]{{0,15}}",
-                    c.code
-                )));
-            }
-            if c.scale > limits::CURRENCY_SCALE_MAX {
-                return Err(Error::invalid(format!(
-                    "currency scale must be 0..={}",
-                    limits::CURRENCY_SCALE_MAX
-                )));
-            }
-            if currencies.iter().any(|x| x.code == c.code) {
-                return Err(Error::invalid(format!(
-                    "currency {:?} is declared twice",
-                    c.code
-                )));
-            }
-            currencies.push(Currency {
-                code: c.code,
-                scale: c.scale,
-                funded: c.funded,
-            });
-        }
-        let mut caps = Vec::new();
-        if !spec.no_default_cap {
-            for (index, c) in currencies.iter().enumerate() {
-                let amount = 10u64
-                    .checked_pow(u32::from(c.scale))
-                    .and_then(|unit| unit.checked_mul(self.config.default_root_cap_major))
-                    .filter(|amount| *amount <= limits::AMOUNT_MAX)
-                    .ok_or_else(|| {
-                        Error::invalid(format!(
-                            "the default cap of {} {} does not fit at scale {}: opt out and set a limit",
-                            self.config.default_root_cap_major, c.code, c.scale
-                        ))
-                    })?;
-                let rule = LimitRule {
-                    currency: index as u8,
-                    amount,
-                    window: Window::Calendar(Period::Month),
-                    mode: LimitMode::Hard,
-                    thresholds: Thresholds::DEFAULT,
-                    on_exhausted: OnExhausted::Deny,
-                };
-                caps.push(Limit {
-                    rule,
-                    counter: Counter::fresh(),
-                });
-            }
-        }
+        let currencies = validate::currencies(spec.currencies)?;
+        let caps = if spec.no_default_cap {
+            Vec::new()
+        } else {
+            self.default_caps(&currencies)?
+        };
         let root = Root {
             currencies,
             roles: Vec::new(),
@@ -179,6 +129,37 @@ impl State {
             prices: Default::default(),
         };
         Ok((root, caps))
+    }
+
+    /// A hard monthly cap of `default_root_cap_major` major units in each currency, if that
+    /// amount fits at the currency's scale.
+    fn default_caps(&self, currencies: &[Currency]) -> Result<Vec<Limit>> {
+        let mut caps = Vec::new();
+        for (index, c) in currencies.iter().enumerate() {
+            let amount = 10u64
+                .checked_pow(u32::from(c.scale))
+                .and_then(|unit| unit.checked_mul(self.config.default_root_cap_major))
+                .filter(|amount| *amount <= limits::AMOUNT_MAX)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "the default cap of {} {} does not fit at scale {}: opt out and set a limit",
+                        self.config.default_root_cap_major, c.code, c.scale
+                    ))
+                })?;
+            let rule = LimitRule {
+                currency: index as u8,
+                amount,
+                window: Window::Calendar(Period::Month),
+                mode: LimitMode::Hard,
+                thresholds: Thresholds::DEFAULT,
+                on_exhausted: OnExhausted::Deny,
+            };
+            caps.push(Limit {
+                rule,
+                counter: Counter::fresh(),
+            });
+        }
+        Ok(caps)
     }
 
     fn intern_kind(&mut self, kind: &str) -> Result<u16> {
@@ -199,12 +180,34 @@ impl State {
 
     pub(crate) fn move_node(
         &mut self,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
         node: &NodeRef,
         new_parent: &NodeRef,
     ) -> Result<Outcome> {
         let id = self.resolve(node)?;
         let to = self.resolve(new_parent)?;
+        let Some(step) = self.check_move(id, to, ctx.now_ms)? else {
+            return Ok(Outcome::Done);
+        };
+        // All checks passed: mutate.
+        self.relink(id, to, &step);
+        ctx.touched = Touched::Node(id);
+        for (currency, account) in step.moved.iter().enumerate() {
+            for &a in step.gaining.iter().filter(|_| account.held > 0) {
+                if let Some(over) = self.hard_limit_over(a, currency as u8, ctx.now_ms) {
+                    panic!(
+                        "invariant `a move fits the held amount under the gaining ancestors' \
+                         hard limits` broken at node {a}: {over}"
+                    );
+                }
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// What moving `id` under `to` changes, if the rules allow it; `None` for a move to the
+    /// current parent (a no-op success).
+    fn check_move(&self, id: u64, to: u64, now_ms: u64) -> Result<Option<Move>> {
         let n = self.node(id);
         if n.parent == 0 {
             return Err(Error::invalid("a root cannot move"));
@@ -217,9 +220,43 @@ impl State {
             return Err(Error::invalid("the move would create a cycle"));
         }
         if n.parent == to {
-            return Ok(Outcome::Done);
+            return Ok(None);
         }
-        let target = self.node(to);
+        self.check_new_parent(id, to)?;
+        let old_path = self.path_ids(n.parent);
+        let only_in = |path: &PathIds, other: &PathIds| -> Vec<u64> {
+            let other = other.as_slice();
+            path.as_slice()
+                .iter()
+                .copied()
+                .filter(|a| !other.contains(a))
+                .collect()
+        };
+        let step = Move {
+            gaining: only_in(&new_path, &old_path),
+            losing: only_in(&old_path, &new_path),
+            moved: n.accounts.clone(),
+        };
+        // Ancestors that only the new path has must absorb the moved holds.
+        for (currency, account) in step.moved.iter().enumerate() {
+            for &ancestor in step.gaining.iter().filter(|_| account.held > 0) {
+                if let Err(denial) =
+                    self.level_capacity(ancestor, currency as u8, account.held, now_ms)
+                {
+                    return Err(Error::precondition(format!(
+                        "node {} cannot absorb the {} held by the moved subtree (rule {:?}, remaining {})",
+                        denial.node, account.held, denial.rule, denial.remaining
+                    )));
+                }
+            }
+        }
+        Ok(Some(step))
+    }
+
+    /// Whether `to` can take `id` as a child: open, with room for one more child, without a
+    /// child of that name, and shallow enough for the moved subtree.
+    fn check_new_parent(&self, id: u64, to: u64) -> Result<()> {
+        let (n, target) = (self.node(id), self.node(to));
         if target.status == NodeStatus::Closed {
             return Err(Error::precondition("the new parent is closed"));
         }
@@ -245,49 +282,28 @@ impl State {
                 self.config.depth_max
             )));
         }
-        let old_path = self.path_ids(n.parent);
-        // Ancestors that only the new path has must absorb the moved holds.
-        let gaining: Vec<u64> = new_path
-            .as_slice()
-            .iter()
-            .copied()
-            .filter(|a| !old_path.as_slice().contains(a))
-            .collect();
-        let losing: Vec<u64> = old_path
-            .as_slice()
-            .iter()
-            .copied()
-            .filter(|a| !new_path.as_slice().contains(a))
-            .collect();
-        let moved: Vec<Account> = n.accounts.clone();
-        for (currency, account) in moved.iter().enumerate() {
-            if account.held == 0 {
-                continue;
-            }
-            for &ancestor in &gaining {
-                if let Err(denial) =
-                    self.level_capacity(ancestor, currency as u8, account.held, ctx.now_ms)
-                {
-                    return Err(Error::precondition(format!(
-                        "node {} cannot absorb the {} held by the moved subtree (rule {:?}, remaining {})",
-                        denial.node, account.held, denial.rule, denial.remaining
-                    )));
-                }
-            }
-        }
-        // All checks passed: mutate.
-        let old_parent = n.parent;
-        let name_key = fingerprint64(n.name.as_bytes());
-        for (currency, account) in moved.iter().enumerate() {
-            for &a in &losing {
+        Ok(())
+    }
+
+    /// Moves the subtree's held amounts and debts from the ancestors it leaves to those it
+    /// joins, and re-links the node under `to`, one level below it.
+    fn relink(&mut self, id: u64, to: u64, step: &Move) {
+        let old_parent = self.node(id).parent;
+        let name_key = fingerprint64(self.node(id).name.as_bytes());
+        for (currency, moved) in step.moved.iter().enumerate() {
+            for &a in &step.losing {
                 let acc = &mut self.node_mut(a).accounts[currency];
-                acc.held -= account.held;
-                acc.subtree_debt -= account.subtree_debt;
+                acc.held = covered_sub(acc.held, moved.held, "held covers the subtree");
+                acc.subtree_debt = covered_sub(
+                    acc.subtree_debt,
+                    moved.subtree_debt,
+                    "debt covers the subtree",
+                );
             }
-            for &a in &gaining {
+            for &a in &step.gaining {
                 let acc = &mut self.node_mut(a).accounts[currency];
-                acc.held += account.held;
-                acc.subtree_debt += account.subtree_debt;
+                acc.held += moved.held;
+                acc.subtree_debt += moved.subtree_debt;
             }
         }
         self.node_mut(old_parent).children.retain(|c| *c != id);
@@ -299,7 +315,6 @@ impl State {
         self.for_each_in_subtree(id, |node| {
             node.depth = (i32::from(node.depth) + delta) as u8
         });
-        Ok(Outcome::Done)
     }
 
     /// Levels below `id` (0 for a leaf). Iterative: no recursion over user-shaped data.
@@ -509,7 +524,7 @@ impl State {
                 limits::ROLES_PER_ROOT_MAX
             )));
         }
-        let roles = &mut self.roots.get_mut(&root_id).expect("root exists").roles;
+        let roles = &mut self.root_mut(root_id).roles;
         let role = Role {
             name,
             limits: rules,
@@ -535,11 +550,7 @@ impl State {
                 "role {name:?} is still assigned to members"
             )));
         }
-        self.roots
-            .get_mut(&root_id)
-            .expect("root exists")
-            .roles
-            .retain(|r| r.name != name);
+        self.root_mut(root_id).roles.retain(|r| r.name != name);
         Ok(Outcome::Done)
     }
 
@@ -624,10 +635,7 @@ impl State {
         resolution: RoleResolution,
     ) -> Result<Outcome> {
         let root_id = self.root_id(root)?;
-        self.roots
-            .get_mut(&root_id)
-            .expect("root exists")
-            .resolution = resolution;
+        self.root_mut(root_id).resolution = resolution;
         Ok(Outcome::Done)
     }
 
@@ -650,11 +658,7 @@ impl State {
                 limits::PRICES_PER_ROOT_MAX
             )));
         }
-        self.roots
-            .get_mut(&root_id)
-            .expect("root exists")
-            .prices
-            .insert(key, price);
+        self.root_mut(root_id).prices.insert(key, price);
         Ok(Outcome::Done)
     }
 
@@ -667,14 +671,21 @@ impl State {
     ) -> Result<Outcome> {
         let root_id = self.root_id(root)?;
         let currency = self.roots[&root_id].currency(currency)?;
-        let removed = self
-            .roots
-            .get_mut(&root_id)
-            .expect("root exists")
-            .prices
-            .remove(&(provider.to_owned(), model.to_owned(), currency));
+        let removed = self.root_mut(root_id).prices.remove(&(
+            provider.to_owned(),
+            model.to_owned(),
+            currency,
+        ));
         removed
             .map(|_| Outcome::Done)
             .ok_or_else(|| Error::not_found("no such price"))
     }
+}
+
+/// What a move changes: the ancestors that gain the moved subtree, those that lose it, and
+/// the subtree's balances (the moved node's accounts, one per currency).
+struct Move {
+    gaining: Vec<u64>,
+    losing: Vec<u64>,
+    moved: Vec<Account>,
 }

@@ -1,8 +1,8 @@
 //! Input validation shared by every command. Each check names what was wrong.
 
-use crate::command::LimitSpec;
+use crate::command::{CurrencySpec, LimitSpec};
 use crate::error::{Error, Result};
-use crate::state::{limits, LimitRule, Root, Thresholds};
+use crate::state::{limits, Currency, LimitRule, Root, Thresholds};
 
 /// `[a-z0-9][a-z0-9_.-]{0,62}`.
 pub(crate) fn name(name: &str) -> Result<()> {
@@ -97,4 +97,48 @@ pub(crate) fn limit(root: &Root, spec: LimitSpec) -> Result<LimitRule> {
         thresholds: thresholds(&spec.thresholds)?,
         on_exhausted: spec.on_exhausted,
     })
+}
+
+/// A root's currencies: 1..=8 distinct codes `[a-z][a-z0-9_]{0,15}` of scale 0..=18.
+pub(crate) fn currencies(specs: Vec<CurrencySpec>) -> Result<Vec<Currency>> {
+    if specs.is_empty() || specs.len() > limits::CURRENCIES_PER_ROOT_MAX {
+        return Err(Error::invalid(format!(
+            "a root declares 1..={} currencies",
+            limits::CURRENCIES_PER_ROOT_MAX
+        )));
+    }
+    let mut currencies: Vec<Currency> = Vec::new();
+    for c in specs {
+        let code = c.code.as_bytes();
+        let ok = !code.is_empty()
+            && code.len() <= 16
+            && code[0].is_ascii_lowercase()
+            && code
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
+        if !ok {
+            return Err(Error::invalid(format!(
+                "currency code {:?} must match [a-z][a-z0-9_]{{0,15}}",
+                c.code
+            )));
+        }
+        if c.scale > limits::CURRENCY_SCALE_MAX {
+            return Err(Error::invalid(format!(
+                "currency scale must be 0..={}",
+                limits::CURRENCY_SCALE_MAX
+            )));
+        }
+        if currencies.iter().any(|x| x.code == c.code) {
+            return Err(Error::invalid(format!(
+                "currency {:?} is declared twice",
+                c.code
+            )));
+        }
+        currencies.push(Currency {
+            code: c.code,
+            scale: c.scale,
+            funded: c.funded,
+        });
+    }
+    Ok(currencies)
 }

@@ -6,6 +6,9 @@
 //! it, and answers with [`FromOutcome::from_outcome`]; a domain error becomes a status code in
 //! exactly one place, [`status_from_error`].
 
+#![deny(clippy::expect_used)]
+#![warn(clippy::too_many_lines)]
+
 pub mod convert;
 pub mod report;
 pub mod webhook;
@@ -13,7 +16,7 @@ pub mod webhook;
 /// The generated messages, clients and servers of package `purser.v1`.
 pub mod pb {
     // Generated code: new clippy lints or proto comments must not fail the workspace build.
-    #![allow(clippy::all, clippy::pedantic)]
+    #![allow(clippy::all, clippy::pedantic, clippy::expect_used)]
     tonic::include_proto!("purser.v1");
 }
 

@@ -79,28 +79,28 @@ pub fn cells(row: &ReportRow, group_by: &[String]) -> Vec<String> {
     columns(group_by).iter().map(|c| cell(row, c)).collect()
 }
 
-/// RFC 4180: a header line, CRLF line ends, fields quoted when they hold a comma, a quote or a
-/// line break (quotes doubled).
+/// RFC 4180 (written by the `csv` crate): a header line, CRLF line ends, fields quoted when they
+/// hold a comma, a quote or a line break (quotes doubled).
 pub fn csv(rows: &[ReportRow], group_by: &[String]) -> String {
-    let columns = columns(group_by);
-    let mut out = columns.join(",");
-    out.push_str("\r\n");
-    for row in rows {
-        let cells: Vec<String> = columns
-            .iter()
-            .map(|c| {
-                let v = cell(row, c);
-                if v.contains([',', '"', '\n', '\r']) {
-                    format!("\"{}\"", v.replace('"', "\"\""))
-                } else {
-                    v
-                }
-            })
-            .collect();
-        out.push_str(&cells.join(","));
-        out.push_str("\r\n");
+    let bytes = match write_csv(rows, &columns(group_by)) {
+        Ok(bytes) => bytes,
+        Err(e) => unreachable!("writing CSV into memory cannot fail: {e}"),
+    };
+    match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => unreachable!("CSV of UTF-8 cells, quoted in ASCII, is UTF-8: {e}"),
     }
-    out
+}
+
+fn write_csv(rows: &[ReportRow], columns: &[&str]) -> csv::Result<Vec<u8>> {
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    writer.write_record(columns)?;
+    for row in rows {
+        writer.write_record(columns.iter().map(|c| cell(row, c)))?;
+    }
+    writer.into_inner().map_err(|e| e.into_error().into())
 }
 
 /// `{"rows": [{column: value, ...}, ...]}` with numbers as numbers.
@@ -156,5 +156,54 @@ mod tests {
             lines.next(),
             Some("86400000,\"gpt,5 \"\"mini\"\"\",usd,2,0,0,0,0,7,7")
         );
+    }
+
+    #[test]
+    fn csv_round_trips_cells_that_need_quoting() {
+        let tags = [
+            "team=a,b",
+            "say \"hi\"",
+            "two\nlines",
+            "cr\rlf",
+            "",
+            "plain",
+        ];
+        let rows: Vec<ReportRow> = tags
+            .iter()
+            .map(|tag| ReportRow {
+                tag: Some((*tag).into()),
+                currency: "usd".into(),
+                requests: 1,
+                cost: 3,
+                ..Default::default()
+            })
+            .collect();
+        let group_by = ["tag".to_owned()];
+        let text = csv(&rows, &group_by);
+        assert!(text.starts_with("tag,currency,requests,"), "{text:?}");
+        assert!(text.contains("\r\n\"team=a,b\",usd,1,"), "{text:?}");
+        assert!(text.contains("\r\n\"say \"\"hi\"\"\",usd,"), "{text:?}");
+        assert!(text.contains("\r\n\"two\nlines\",usd,"), "{text:?}");
+        assert!(
+            text.contains("\r\n,usd,1,"),
+            "an empty cell stays unquoted: {text:?}"
+        );
+        assert!(text.contains("\r\nplain,usd,1,0,0,0,0,3,0\r\n"), "{text:?}");
+        assert!(text.ends_with("\r\n"), "{text:?}");
+        let mut reader = ::csv::Reader::from_reader(text.as_bytes());
+        let header = reader.headers().expect("header").clone();
+        assert_eq!(header.iter().collect::<Vec<_>>(), columns(&group_by));
+        let read: Vec<String> = reader
+            .records()
+            .map(|r| r.expect("record")[0].to_owned())
+            .collect();
+        assert_eq!(read, tags);
+        let expected = cells(&rows[0], &group_by);
+        let first = ::csv::Reader::from_reader(text.as_bytes())
+            .records()
+            .next()
+            .expect("a row")
+            .expect("parses");
+        assert_eq!(first.iter().collect::<Vec<_>>(), expected);
     }
 }

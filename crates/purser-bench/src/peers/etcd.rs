@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use purser_client::normalize_endpoint;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{check_amount, ChainHold};
@@ -50,7 +51,7 @@ pub struct Etcd {
 impl Etcd {
     /// `endpoints` are client URLs such as `http://127.0.0.1:2379` (`http://` may be left out).
     pub async fn connect(endpoints: &[String]) -> Result<Etcd> {
-        let endpoints: Vec<String> = endpoints.iter().map(|e| with_scheme(e)).collect();
+        let endpoints: Vec<String> = endpoints.iter().map(|e| normalize_endpoint(e)).collect();
         let first = endpoints
             .first()
             .ok_or("etcd needs at least one endpoint")?;
@@ -63,14 +64,6 @@ impl Etcd {
         };
         admin.range(probe).await?;
         Ok(Etcd { endpoints, admin })
-    }
-}
-
-fn with_scheme(endpoint: &str) -> String {
-    if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
     }
 }
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 use purser_client::normalize_endpoint;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{check_amount, ChainHold};
-use crate::backend::{Backend, NodeAudit, Reserved, Result, Session};
+use super::{ChainHold, ChainSession};
+use crate::backend::{Backend, NodeAudit, Result};
 use crate::workload::{Rng, Tree};
 
 /// The generated client of etcd's KV service (`proto/etcd/rpc.proto`).
@@ -370,19 +370,11 @@ pub struct EtcdSession {
     contention: Contention,
 }
 
-impl Session for EtcdSession {
-    type Hold = ChainHold;
-
-    async fn reserve(
-        &mut self,
-        tree: &Tree,
-        user: usize,
-        amount: i64,
-    ) -> Result<Reserved<ChainHold>> {
-        check_amount(amount)?;
-        let chain = tree.chains[user];
-        let keys = chain.map(key);
-        let held = compare_and_swap(&mut self.kv, &keys, &mut self.contention, |balances| {
+impl ChainSession for EtcdSession {
+    async fn hold_chain(&mut self, hold: &ChainHold) -> Result<bool> {
+        let amount = hold.amount;
+        let keys = hold.chain.map(key);
+        compare_and_swap(&mut self.kv, &keys, &mut self.contention, |balances| {
             if balances.iter().any(|b| b.remaining < amount) {
                 return false;
             }
@@ -391,17 +383,11 @@ impl Session for EtcdSession {
             }
             true
         })
-        .await?;
-        Ok(if held {
-            Reserved::Held(ChainHold { chain, amount })
-        } else {
-            Reserved::Denied
-        })
+        .await
     }
 
-    async fn settle(&mut self, _tree: &Tree, hold: ChainHold, actual: Option<i64>) -> Result<()> {
-        let (back, spent) = hold.split(actual);
-        let keys = hold.chain.map(key);
+    async fn settle_chain(&mut self, chain: &[usize; 4], back: i64, spent: i64) -> Result<()> {
+        let keys = chain.map(key);
         compare_and_swap(&mut self.kv, &keys, &mut self.contention, |balances| {
             for b in balances.iter_mut() {
                 b.remaining += back;
@@ -413,7 +399,7 @@ impl Session for EtcdSession {
         Ok(())
     }
 
-    fn conflicts(&self) -> u64 {
+    fn conflicts_retried(&self) -> u64 {
         self.contention.conflicts
     }
 }

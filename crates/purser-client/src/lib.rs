@@ -42,6 +42,21 @@ pub fn new_request_id() -> String {
     )
 }
 
+/// A prepaid grant of `amount` minor units of `currency`, drawn first (priority 0): effective
+/// at once, never expiring, never renewed. The plain credit pool a load or a test starts with.
+pub fn prepaid_grant(currency: impl Into<String>, amount: i64) -> pb::GrantSpec {
+    pb::GrantSpec {
+        currency: currency.into(),
+        amount,
+        priority: 0,
+        kind: pb::GrantKind::Prepaid as i32,
+        effective_at_ms: None,
+        expires_at_ms: None,
+        recur: None,
+        rollover: None,
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

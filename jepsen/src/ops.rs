@@ -1,7 +1,7 @@
 //! Sends one operation through purser-client (leader discovery, redirects, retries with the
 //! same request) and turns the answer into the history's terms.
 
-use purser_client::{pb, Acknowledged, Client, ClientError, Mutated};
+use purser_client::{pb, prepaid_grant, Acknowledged, Client, ClientError, Mutated};
 use tonic::Code;
 
 use crate::history::{Answer, Args, Expiry, GrantView, Part, Window};
@@ -329,16 +329,7 @@ async fn add_grant(client: &Client, ids: Ids, node: &str, amount: u64) -> Result
         request_id: ids.request_id.clone(),
         sent_at_ms: ids.sent_at_ms,
         node: path(node),
-        grant: Some(pb::GrantSpec {
-            currency: CURRENCY.into(),
-            amount: amount as i64,
-            priority: 0,
-            kind: pb::GrantKind::Prepaid as i32,
-            effective_at_ms: None,
-            expires_at_ms: None,
-            recur: None,
-            rollover: None,
-        }),
+        grant: Some(prepaid_grant(CURRENCY, amount as i64)),
     };
     let resp = client.add_grant(r).await.map_err(failure)?;
     let grant_id = match resp.first_outcome.as_ref().and_then(|f| f.kind.as_ref()) {

@@ -203,7 +203,7 @@ pub async fn run(opts: Options) -> Result<Summary, RunError> {
     // Monthly caps are checked as if they never reset: a run must stay inside one month.
     let now_ms = purser_client::now_ms();
     let horizon_ms = now_ms + (opts.time + RESOLVE_GRACE + FINAL_PHASE_MAX).as_millis() as u64;
-    let month_end = workload::next_month_start_ms(now_ms);
+    let month_end = purser_core::time::Period::Month.end(now_ms);
     if horizon_ms >= month_end {
         return Err(RunError::Harness(format!(
             "the run could cross the UTC month boundary in {} s, where the workload's monthly \
@@ -360,7 +360,7 @@ async fn final_reads(rec: &Recorder, client: &purser_client::Client) {
             reads.push(Args::Grants { node: path.into() });
         }
         for args in reads {
-            workload::run_request(rec, client, 0, None, args, true, give_up).await;
+            workload::run_request(rec, client, 0, None, args, true, give_up, None).await;
         }
     }
 }
@@ -381,6 +381,7 @@ async fn final_expiries(rec: &Recorder, admin: &purser_client::Client, endpoints
         pause,
         true,
         give_up,
+        None,
     )
     .await;
     if done.kind != Kind::Ok {
@@ -391,7 +392,7 @@ async fn final_expiries(rec: &Recorder, admin: &purser_client::Client, endpoints
         let args = Args::Expiries {
             marker: workload::MARKER.into(),
         };
-        let done = workload::run_request(rec, &client, 0, None, args, true, give_up).await;
+        let done = workload::run_request(rec, &client, 0, None, args, true, give_up, None).await;
         if done.kind == Kind::Ok {
             return;
         }
@@ -440,17 +441,8 @@ async fn final_retries(rec: &Arc<Recorder>, endpoints: &[String]) {
                 let Some((rid, sent, args)) = todo.lock().expect("todo").pop() else {
                     return;
                 };
-                workload::run_request_sent_at(
-                    &rec,
-                    &client,
-                    0,
-                    Some(rid),
-                    args,
-                    true,
-                    give_up,
-                    sent,
-                )
-                .await;
+                workload::run_request(&rec, &client, 0, Some(rid), args, true, give_up, Some(sent))
+                    .await;
             }
         }));
     }

@@ -67,8 +67,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
 
-use crate::verdict::Verdict;
 use crate::history::{Answer, Args, Event, Kind, Window};
+use crate::verdict::Verdict;
 
 /// Configurations explored in one segment before its verdict is unknown.
 pub const STEPS_MAX: u64 = 1_000_000;

@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use purser_client::{Client, ClientConfig};
+use purser_core::time::DAY_MS;
 use tokio::time::Instant;
 
 use crate::history::{Answer, Args, Event, Kind, Recorder, Window};
 use crate::ops::{execute, Failure, HOLD_TTL_MS};
 use crate::rng::Rng;
-
-const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// A node of the workload and its hard cap (minor units, window), if it has one.
 pub struct NodeSpec {
@@ -88,32 +87,6 @@ pub fn is_under(path: &str, root: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// Start of the UTC calendar month after the one containing `ms` (ms since the epoch).
-pub fn next_month_start_ms(ms: u64) -> u64 {
-    // Civil-from-days and days-from-civil (proleptic Gregorian), after H. Hinnant.
-    let days = (ms / DAY_MS) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (year, month) = if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    };
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if month > 2 { month - 3 } else { month + 9 };
-    let doy = (153 * mp + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    days as u64 * DAY_MS
-}
 /// Attempts of one request id (each a client call with its own retries) before the worker
 /// gives up on it; the request stays indeterminate (`info`).
 pub const REQUEST_ATTEMPTS_MAX: u32 = 20;
@@ -142,7 +115,9 @@ pub fn client_for(endpoints: &[String], first: usize) -> Client {
 
 /// Runs one request id to a definite answer: the first attempt and, while the outcome is
 /// unknown, retries with the same id and sent time, each recorded as its own operation.
-/// Returns the last completion.
+/// `sent_at_ms` is the first send time of an earlier request retried here; `None` sends a new
+/// one now. Returns the last completion.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_request(
     rec: &Recorder,
     client: &Client,
@@ -151,33 +126,9 @@ pub async fn run_request(
     args: Args,
     final_phase: bool,
     give_up_at: Instant,
+    sent_at_ms: Option<u64>,
 ) -> Event {
-    let sent_at_ms = purser_client::now_ms();
-    run_request_sent_at(
-        rec,
-        client,
-        worker,
-        request_id,
-        args,
-        final_phase,
-        give_up_at,
-        sent_at_ms,
-    )
-    .await
-}
-
-/// [`run_request`] with the request's first send time given (a retry of an earlier request).
-#[allow(clippy::too_many_arguments)]
-pub async fn run_request_sent_at(
-    rec: &Recorder,
-    client: &Client,
-    worker: u32,
-    request_id: Option<String>,
-    args: Args,
-    final_phase: bool,
-    give_up_at: Instant,
-    sent_at_ms: u64,
-) -> Event {
+    let sent_at_ms = sent_at_ms.unwrap_or_else(purser_client::now_ms);
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -353,6 +304,7 @@ impl Worker {
                 args.clone(),
                 false,
                 give_up_at,
+                None,
             )
             .await;
             if let (
@@ -420,6 +372,7 @@ pub async fn raise_caps(
             args,
             false,
             give_up_at,
+            None,
         )
         .await;
     }
@@ -459,7 +412,17 @@ pub async fn setup(rec: &Recorder, client: &Client) -> Result<(), String> {
             ));
         }
         for (rid, args) in steps {
-            let done = run_request(rec, client, 0, Some(rid.clone()), args, false, give_up).await;
+            let done = run_request(
+                rec,
+                client,
+                0,
+                Some(rid.clone()),
+                args,
+                false,
+                give_up,
+                None,
+            )
+            .await;
             if done.kind != Kind::Ok {
                 return Err(format!("setup step {rid} failed: {:?}", done.error));
             }

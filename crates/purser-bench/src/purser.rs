@@ -5,7 +5,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use purser_client::{now_ms, pb, Client, ClientConfig, CoalesceConfig, Coalescer, ItemResult, Op};
+use purser_client::{
+    now_ms, pb, prepaid_grant, Client, ClientConfig, CoalesceConfig, Coalescer, ItemResult, Op,
+};
 use tokio::task::JoinSet;
 
 use crate::backend::{Backend, NodeAudit, Reserved, Result, Session};
@@ -126,16 +128,7 @@ impl Backend for Purser {
         ids[0] = create(&self.clients[0], None, root_name, "org").await?;
         let grant = pb::AddGrantRequest {
             node: id_ref(ids[0]),
-            grant: Some(pb::GrantSpec {
-                currency: "usd".into(),
-                amount: (1 << 53) - 1,
-                priority: 0,
-                kind: pb::GrantKind::Prepaid as i32,
-                effective_at_ms: None,
-                expires_at_ms: None,
-                recur: None,
-                rollover: None,
-            }),
+            grant: Some(prepaid_grant("usd", (1 << 53) - 1)),
             ..Default::default()
         };
         self.clients[0].add_grant(grant).await?;

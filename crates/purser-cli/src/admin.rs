@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand};
 use purser_client::pb;
 
-use crate::budget::{node_scale, RequestArgs};
+use crate::budget::{node_amount, RequestArgs};
 use crate::parse::{self, format_window, to_wire, Flagged};
 use crate::render::change::{
     Changed, GrantAdded, LimitRemoved, LimitSet, NodeCreated, NodeMoved, NodeStatusChanged,
@@ -316,9 +316,7 @@ async fn limit_set(ctx: &Ctx, a: LimitSetArgs) -> Result<Done, CliError> {
     } else {
         pb::OnExhausted::Deny
     };
-    parse::amount_syntax(&a.amount).flag("--amount")?;
-    let scale = node_scale(ctx, &a.path, &a.currency).await?;
-    let amount = parse::amount(&a.amount, scale, &a.currency).flag("--amount")?;
+    let (scale, amount) = node_amount(ctx, &a.path, &a.currency, &a.amount).await?;
     let (request_id, sent_at_ms) = a.request.ids();
     let request = pb::SetLimitRequest {
         request_id,
@@ -419,9 +417,7 @@ pub struct GrantAddArgs {
 pub async fn grant(ctx: &Ctx, command: GrantCommand) -> Result<Done, CliError> {
     let GrantCommand::Add(a) = command;
     let terms = GrantTerms::parse(&a)?;
-    parse::amount_syntax(&a.amount).flag("--amount")?;
-    let scale = node_scale(ctx, &a.path, &a.currency).await?;
-    let amount = parse::amount(&a.amount, scale, &a.currency).flag("--amount")?;
+    let (scale, amount) = node_amount(ctx, &a.path, &a.currency, &a.amount).await?;
     let (request_id, sent_at_ms) = a.request.ids();
     let spec = pb::GrantSpec {
         currency: a.currency.clone(),

@@ -7,7 +7,7 @@ use clap::Args;
 use purser_client::pb;
 
 use crate::parse::{self, to_wire, Flagged};
-use crate::render::budget::{scale_of, Denial, Granted, Released, Settled, Shown};
+use crate::render::budget::{scale_of, Asked, Denial, Granted, Released, Settled, Shown};
 use crate::render::Ack;
 use crate::{CliError, Ctx, Done};
 
@@ -66,10 +66,24 @@ pub fn scale_in(view: &pb::NodeView, currency: &str) -> Result<u32, CliError> {
 
 /// The scale of one of a node's currencies: the CLI's way to turn decimals into minor units.
 /// It also refuses an unknown node before any write is attempted.
-pub async fn node_scale(ctx: &Ctx, path: &str, currency: &str) -> Result<u32, CliError> {
+async fn node_scale(ctx: &Ctx, path: &str, currency: &str) -> Result<u32, CliError> {
     let path = parse::node_path(path)?;
     let view = show_node(ctx, parse::node_ref(&path)).await?;
     scale_in(&view, currency)
+}
+
+/// The `--amount` of a node's currency in minor units, with the currency's scale. Its syntax
+/// is checked before the scale is looked up: a typo never costs a round trip.
+pub async fn node_amount(
+    ctx: &Ctx,
+    path: &str,
+    currency: &str,
+    text: &str,
+) -> Result<(u32, u64), CliError> {
+    parse::amount_syntax(text).flag("--amount")?;
+    let scale = node_scale(ctx, path, currency).await?;
+    let minor = parse::amount(text, scale, currency).flag("--amount")?;
+    Ok((scale, minor))
 }
 
 /// The open hold of a reservation with the scale of its currency; `None` when the cluster
@@ -183,26 +197,19 @@ pub async fn reserve(ctx: &Ctx, a: ReserveArgs) -> Result<Done, CliError> {
         attributes: Some(attributes),
     };
     let answer = ctx.client.reserve(request).await?;
-    let (ack, path, currency) = (Ack::of(&answer), a.path.as_str(), a.currency.as_str());
+    let asked = Asked {
+        ack: Ack::of(&answer),
+        path: &a.path,
+        currency: &a.currency,
+        scale,
+    };
     match &answer.result {
         Some(pb::reserve_response::Result::Granted(granted)) => {
-            ctx.print(&Granted {
-                ack,
-                path,
-                currency,
-                scale,
-                granted,
-            });
+            ctx.print(&Granted { asked, granted });
             Ok(Done::Ok)
         }
         Some(pb::reserve_response::Result::Denied(denied)) => {
-            ctx.print(&Denial {
-                ack,
-                path,
-                currency,
-                scale,
-                denied,
-            });
+            ctx.print(&Denial { asked, denied });
             Ok(Done::Denied)
         }
         None => Err("the server answered Reserve without a result".into()),
@@ -362,9 +369,7 @@ pub struct ChargeArgs {
 
 pub async fn charge(ctx: &Ctx, a: ChargeArgs) -> Result<Done, CliError> {
     let attributes = parse::attributes(&a.attrs)?;
-    parse::amount_syntax(&a.amount).flag("--amount")?;
-    let scale = node_scale(ctx, &a.path, &a.currency).await?;
-    let minor = parse::amount(&a.amount, scale, &a.currency).flag("--amount")?;
+    let (scale, minor) = node_amount(ctx, &a.path, &a.currency, &a.amount).await?;
     let (request_id, sent_at_ms) = a.request.ids();
     let request = pb::ChargeRequest {
         request_id,
@@ -375,28 +380,28 @@ pub async fn charge(ctx: &Ctx, a: ChargeArgs) -> Result<Done, CliError> {
         attributes: Some(attributes),
     };
     let answer = ctx.client.charge(request).await?;
-    let (ack, path, currency) = (Ack::of(&answer), a.path.as_str(), a.currency.as_str());
+    let ack = Ack::of(&answer);
     match &answer.result {
         Some(pb::charge_response::Result::Charged(settlement)) => {
             ctx.print(&Settled {
                 ack,
-                path: Some(path),
+                path: Some(&a.path),
                 result: "charged",
                 reservation_id: 0,
-                currency,
+                currency: &a.currency,
                 scale: Some(scale),
                 settlement,
             });
             Ok(Done::Ok)
         }
         Some(pb::charge_response::Result::Denied(denied)) => {
-            ctx.print(&Denial {
+            let asked = Asked {
                 ack,
-                path,
-                currency,
+                path: &a.path,
+                currency: &a.currency,
                 scale,
-                denied,
-            });
+            };
+            ctx.print(&Denial { asked, denied });
             Ok(Done::Denied)
         }
         None => Err("the server answered Charge without a result".into()),

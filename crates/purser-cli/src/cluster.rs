@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use clap::Subcommand;
-use purser_client::{pb, Client, ClientConfig, ClientError};
+use purser_client::{normalize_endpoint, pb, Client, ClientConfig, ClientError};
 
 use crate::parse;
 use crate::render::cluster::{Answer, Leader, Members, Snapshot, Statuses};
@@ -197,14 +197,6 @@ async fn transfer_leader(ctx: &Ctx, id: u64) -> Result<Done, CliError> {
     Ok(Done::Ok)
 }
 
-fn normalize(endpoint: &str) -> String {
-    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
-        endpoint.to_owned()
-    } else {
-        format!("http://{endpoint}")
-    }
-}
-
 /// One member's own view, asked directly: Status is served by any member, so there is no
 /// redirect to follow and no reason to retry elsewhere.
 async fn status_of(endpoint: String, timeout: Duration) -> Answer {
@@ -250,8 +242,8 @@ async fn status(ctx: &Ctx) -> Result<Done, CliError> {
     let mut asked: BTreeSet<String> = BTreeSet::new();
     let mut first: Vec<String> = Vec::new();
     for e in &ctx.endpoints {
-        if asked.insert(normalize(e)) {
-            first.push(normalize(e));
+        if asked.insert(normalize_endpoint(e)) {
+            first.push(normalize_endpoint(e));
         }
     }
     let mut answers = ask_all(first, ctx.timeout).await;
@@ -260,7 +252,7 @@ async fn status(ctx: &Ctx) -> Result<Done, CliError> {
     let mut more: Vec<String> = Vec::new();
     for (_, answer) in &answers {
         for m in answer.iter().flat_map(|s| &s.members) {
-            let endpoint = normalize(&m.client_addr);
+            let endpoint = normalize_endpoint(&m.client_addr);
             if !m.client_addr.is_empty() && asked.insert(endpoint.clone()) {
                 more.push(endpoint);
             }

@@ -139,7 +139,7 @@ impl Client {
     ) -> Result<Self, ClientError> {
         let endpoints: Vec<String> = endpoints
             .into_iter()
-            .map(|e| normalize(&e.into()))
+            .map(|e| normalize_endpoint(&e.into()))
             .collect();
         if endpoints.is_empty() {
             return Err(ClientError::BadEndpoint(String::new()));
@@ -246,7 +246,7 @@ impl Client {
             .metadata()
             .get(LEADER_METADATA)
             .and_then(|v| v.to_str().ok())
-            .map(normalize)
+            .map(normalize_endpoint)
             .filter(|leader| leader != address);
         match redirect {
             Some(_) if !self.shared.follow_redirects => Next::Fail,
@@ -261,7 +261,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn normalize(endpoint: &str) -> String {
+/// A client address as the URL a channel connects to: `http://` is added when it names no
+/// scheme, so that `host:port`, as members advertise themselves, can be given as it is.
+pub fn normalize_endpoint(endpoint: &str) -> String {
     if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
         endpoint.to_owned()
     } else {

@@ -25,7 +25,7 @@ mod coalesce;
 mod rpc;
 
 pub use budget::{Budget, Hold, Reserved, HOLD_TTL_MS_DEFAULT};
-pub use client::{Client, ClientConfig, ClientError, LEADER_METADATA};
+pub use client::{normalize_endpoint, Client, ClientConfig, ClientError, LEADER_METADATA};
 pub use coalesce::{CoalesceConfig, Coalescer, ItemResult, Op};
 pub use rpc::{Acknowledged, Mutated, Mutation};
 
@@ -40,6 +40,21 @@ pub fn new_request_id() -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A prepaid grant of `amount` minor units of `currency`, drawn first (priority 0): effective
+/// at once, never expiring, never renewed. The plain credit pool a load or a test starts with.
+pub fn prepaid_grant(currency: impl Into<String>, amount: i64) -> pb::GrantSpec {
+    pb::GrantSpec {
+        currency: currency.into(),
+        amount,
+        priority: 0,
+        kind: pb::GrantKind::Prepaid as i32,
+        effective_at_ms: None,
+        expires_at_ms: None,
+        recur: None,
+        rollover: None,
+    }
 }
 
 pub fn now_ms() -> u64 {

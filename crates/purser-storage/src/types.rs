@@ -43,25 +43,21 @@ impl fmt::Display for PeerNode {
     }
 }
 
+/// The runtime openraft runs on: Tokio's, or in the chaos harness's build one whose clock can
+/// be made to run fast or slow (see `crate::faults`), to test leader leases against the clock
+/// assumption they rest on.
 #[cfg(not(feature = "fault-hooks"))]
-openraft::declare_raft_types!(
-    pub TypeConfig:
-        D = Batch,
-        R = BatchResponse,
-        NodeId = u64,
-        Node = PeerNode,
-);
-
-// The chaos harness's build: openraft's clock can be made to run fast or slow (see
-// `crate::faults`), to test leader leases against the clock assumption they rest on.
+type Runtime = openraft::impls::TokioRuntime;
 #[cfg(feature = "fault-hooks")]
+type Runtime = crate::faults::SkewedRuntime;
+
 openraft::declare_raft_types!(
     pub TypeConfig:
         D = Batch,
         R = BatchResponse,
         NodeId = u64,
         Node = PeerNode,
-        AsyncRuntime = crate::faults::SkewedRuntime,
+        AsyncRuntime = Runtime,
 );
 
 pub type NodeId = u64;

@@ -11,10 +11,11 @@
 
 use std::time::Duration;
 
+use purser_client::normalize_endpoint;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{check_amount, ChainHold};
-use crate::backend::{Backend, NodeAudit, Reserved, Result, Session};
+use super::{ChainHold, ChainSession};
+use crate::backend::{Backend, NodeAudit, Result};
 use crate::workload::{Rng, Tree};
 
 /// The generated client of etcd's KV service (`proto/etcd/rpc.proto`).
@@ -50,7 +51,7 @@ pub struct Etcd {
 impl Etcd {
     /// `endpoints` are client URLs such as `http://127.0.0.1:2379` (`http://` may be left out).
     pub async fn connect(endpoints: &[String]) -> Result<Etcd> {
-        let endpoints: Vec<String> = endpoints.iter().map(|e| with_scheme(e)).collect();
+        let endpoints: Vec<String> = endpoints.iter().map(|e| normalize_endpoint(e)).collect();
         let first = endpoints
             .first()
             .ok_or("etcd needs at least one endpoint")?;
@@ -63,14 +64,6 @@ impl Etcd {
         };
         admin.range(probe).await?;
         Ok(Etcd { endpoints, admin })
-    }
-}
-
-fn with_scheme(endpoint: &str) -> String {
-    if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
     }
 }
 
@@ -377,19 +370,11 @@ pub struct EtcdSession {
     contention: Contention,
 }
 
-impl Session for EtcdSession {
-    type Hold = ChainHold;
-
-    async fn reserve(
-        &mut self,
-        tree: &Tree,
-        user: usize,
-        amount: i64,
-    ) -> Result<Reserved<ChainHold>> {
-        check_amount(amount)?;
-        let chain = tree.chains[user];
-        let keys = chain.map(key);
-        let held = compare_and_swap(&mut self.kv, &keys, &mut self.contention, |balances| {
+impl ChainSession for EtcdSession {
+    async fn hold_chain(&mut self, hold: &ChainHold) -> Result<bool> {
+        let amount = hold.amount;
+        let keys = hold.chain.map(key);
+        compare_and_swap(&mut self.kv, &keys, &mut self.contention, |balances| {
             if balances.iter().any(|b| b.remaining < amount) {
                 return false;
             }
@@ -398,17 +383,11 @@ impl Session for EtcdSession {
             }
             true
         })
-        .await?;
-        Ok(if held {
-            Reserved::Held(ChainHold { chain, amount })
-        } else {
-            Reserved::Denied
-        })
+        .await
     }
 
-    async fn settle(&mut self, _tree: &Tree, hold: ChainHold, actual: Option<i64>) -> Result<()> {
-        let (back, spent) = hold.split(actual);
-        let keys = hold.chain.map(key);
+    async fn settle_chain(&mut self, chain: &[usize; 4], back: i64, spent: i64) -> Result<()> {
+        let keys = chain.map(key);
         compare_and_swap(&mut self.kv, &keys, &mut self.contention, |balances| {
             for b in balances.iter_mut() {
                 b.remaining += back;
@@ -420,7 +399,7 @@ impl Session for EtcdSession {
         Ok(())
     }
 
-    fn conflicts(&self) -> u64 {
+    fn conflicts_retried(&self) -> u64 {
         self.contention.conflicts
     }
 }

@@ -9,8 +9,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{check_amount, ChainHold};
-use crate::backend::{Backend, NodeAudit, Reserved, Result, Session};
+use super::{ChainHold, ChainSession};
+use crate::backend::{Backend, NodeAudit, Result};
 use crate::workload::Tree;
 
 /// Attempts of one statement that fails with a serialization failure or a deadlock.
@@ -201,31 +201,21 @@ async fn execute_retrying(
     Err(format!("{ATTEMPTS_MAX} serialization failures or deadlocks in a row").into())
 }
 
-impl Session for PostgresSession {
-    type Hold = ChainHold;
-
-    async fn reserve(
-        &mut self,
-        tree: &Tree,
-        user: usize,
-        amount: i64,
-    ) -> Result<Reserved<ChainHold>> {
-        check_amount(amount)?;
-        let chain = tree.chains[user];
-        let ids = chain_ids(&chain)?;
-        let params: [&(dyn ToSql + Sync); 2] = [&ids, &amount];
+impl ChainSession for PostgresSession {
+    async fn hold_chain(&mut self, hold: &ChainHold) -> Result<bool> {
+        let ids = chain_ids(&hold.chain)?;
+        let params: [&(dyn ToSql + Sync); 2] = [&ids, &hold.amount];
         let changed =
             execute_retrying(&self.client, &self.reserve, &params, &mut self.conflicts).await?;
         match changed {
-            4 => Ok(Reserved::Held(ChainHold { chain, amount })),
-            0 => Ok(Reserved::Denied),
+            4 => Ok(true),
+            0 => Ok(false),
             n => Err(format!("a reservation changed {n} rows, not 4 or 0").into()),
         }
     }
 
-    async fn settle(&mut self, _tree: &Tree, hold: ChainHold, actual: Option<i64>) -> Result<()> {
-        let (back, spent) = hold.split(actual);
-        let ids = chain_ids(&hold.chain)?;
+    async fn settle_chain(&mut self, chain: &[usize; 4], back: i64, spent: i64) -> Result<()> {
+        let ids = chain_ids(chain)?;
         let params: [&(dyn ToSql + Sync); 3] = [&ids, &back, &spent];
         let changed =
             execute_retrying(&self.client, &self.settle, &params, &mut self.conflicts).await?;
@@ -235,7 +225,7 @@ impl Session for PostgresSession {
         }
     }
 
-    fn conflicts(&self) -> u64 {
+    fn conflicts_retried(&self) -> u64 {
         self.conflicts
     }
 }

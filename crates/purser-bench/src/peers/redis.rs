@@ -14,8 +14,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use super::{check_amount, ChainHold};
-use crate::backend::{Backend, NodeAudit, Reserved, Result, Session};
+use super::{ChainHold, ChainSession};
+use crate::backend::{Backend, NodeAudit, Result};
 use crate::workload::Tree;
 
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
@@ -189,33 +189,23 @@ fn chain_keys(chain: &[usize; 4]) -> [String; 4] {
     chain.map(key)
 }
 
-impl Session for RedisSession {
-    type Hold = ChainHold;
-
-    async fn reserve(
-        &mut self,
-        tree: &Tree,
-        user: usize,
-        amount: i64,
-    ) -> Result<Reserved<ChainHold>> {
-        check_amount(amount)?;
-        let chain = tree.chains[user];
-        let keys = chain_keys(&chain);
+impl ChainSession for RedisSession {
+    async fn hold_chain(&mut self, hold: &ChainHold) -> Result<bool> {
+        let keys = chain_keys(&hold.chain);
         let keys = keys.each_ref().map(String::as_str);
         let reply = self
             .reserve
-            .run(&mut self.conn, &keys, &[&amount.to_string()])
+            .run(&mut self.conn, &keys, &[&hold.amount.to_string()])
             .await?;
         match expect_int(reply)? {
-            1 => Ok(Reserved::Held(ChainHold { chain, amount })),
-            0 => Ok(Reserved::Denied),
+            1 => Ok(true),
+            0 => Ok(false),
             n => Err(format!("the reserve script answered {n}").into()),
         }
     }
 
-    async fn settle(&mut self, _tree: &Tree, hold: ChainHold, actual: Option<i64>) -> Result<()> {
-        let (back, spent) = hold.split(actual);
-        let keys = chain_keys(&hold.chain);
+    async fn settle_chain(&mut self, chain: &[usize; 4], back: i64, spent: i64) -> Result<()> {
+        let keys = chain_keys(chain);
         let keys = keys.each_ref().map(String::as_str);
         let args = [back.to_string(), spent.to_string()];
         let args = args.each_ref().map(String::as_str);

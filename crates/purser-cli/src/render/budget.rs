@@ -22,18 +22,35 @@ fn part_json(p: &pb::FundingPart, scale: Option<u32>) -> Value {
         .value()
 }
 
-/// A reservation that was granted.
-pub struct Granted<'a> {
+/// What a reserve or a charge asked for, and how the cluster acknowledged it: the context a
+/// grant or a denial is printed in.
+pub struct Asked<'a> {
     pub ack: Ack,
     pub path: &'a str,
     pub currency: &'a str,
     pub scale: u32,
+}
+
+impl Asked<'_> {
+    /// The fields a grant's or a denial's JSON starts with.
+    fn obj(&self, result: &str) -> Obj {
+        self.ack
+            .obj()
+            .set("path", self.path)
+            .set("currency", self.currency)
+            .set("result", result)
+    }
+}
+
+/// A reservation that was granted.
+pub struct Granted<'a> {
+    pub asked: Asked<'a>,
     pub granted: &'a pb::Granted,
 }
 
 impl Render for Granted<'_> {
     fn json(&self) -> Value {
-        let (g, s) = (self.granted, Some(self.scale));
+        let (g, s) = (self.granted, Some(self.asked.scale));
         let plan: Vec<Value> = g.plan.iter().map(|p| part_json(p, s)).collect();
         let headroom: Vec<Value> = g
             .headroom
@@ -45,11 +62,8 @@ impl Render for Granted<'_> {
                     .value()
             })
             .collect();
-        self.ack
-            .obj()
-            .set("path", self.path)
-            .set("currency", self.currency)
-            .set("result", "granted")
+        self.asked
+            .obj("granted")
             .set("reservation_id", g.reservation_id)
             .set("node_id", g.node_id)
             .money("amount", g.amount, s)
@@ -60,8 +74,14 @@ impl Render for Granted<'_> {
     }
 
     fn text(&self) -> String {
-        let (g, s, currency) = (self.granted, Some(self.scale), self.currency);
-        let dup = if self.ack.duplicate {
+        let Asked {
+            ack,
+            path,
+            currency,
+            scale,
+        } = &self.asked;
+        let (g, s) = (self.granted, Some(*scale));
+        let dup = if ack.duplicate {
             " (duplicate request: first outcome)"
         } else {
             ""
@@ -70,7 +90,7 @@ impl Render for Granted<'_> {
             "granted: reservation {} holds {} at {}, expires {}{dup}",
             g.reservation_id,
             money_text(g.amount, s, currency),
-            self.path,
+            path,
             format_time(g.expires_at_ms)
         )];
         for p in &g.plan {
@@ -93,16 +113,13 @@ impl Render for Granted<'_> {
 
 /// A reservation or charge that was refused, and why.
 pub struct Denial<'a> {
-    pub ack: Ack,
-    pub path: &'a str,
-    pub currency: &'a str,
-    pub scale: u32,
+    pub asked: Asked<'a>,
     pub denied: &'a pb::Denied,
 }
 
 impl Render for Denial<'_> {
     fn json(&self) -> Value {
-        let (d, s) = (self.denied, Some(self.scale));
+        let (d, s) = (self.denied, Some(self.asked.scale));
         let nonempty = |text: &str| (!text.is_empty()).then(|| text.to_owned());
         let denial = Obj::new()
             .set("node_id", d.node_id)
@@ -115,17 +132,14 @@ impl Render for Denial<'_> {
             .money("requested", d.requested, s)
             .set("retry_after_ms", d.retry_after_ms)
             .set("retry_after", d.retry_after_ms.map(format_duration));
-        self.ack
-            .obj()
-            .set("path", self.path)
-            .set("currency", self.currency)
-            .set("result", "denied")
+        self.asked
+            .obj("denied")
             .set("denial", denial.value())
             .value()
     }
 
     fn text(&self) -> String {
-        let (d, s, currency) = (self.denied, Some(self.scale), self.currency);
+        let (d, s, currency) = (self.denied, Some(self.asked.scale), self.asked.currency);
         let mut why = names::rule(d.rule).to_owned();
         if let Some(w) = &d.window {
             why.push_str(&format!(" ({})", format_window(Some(w))));

@@ -156,8 +156,8 @@ fn invalid_subscriptions_say_what_is_wrong() {
     let too_long_url = format!("http://h:1/{}", "p".repeat(2048));
     for (op, says) in [
         (
-            with("https://h:443/x", SECRET, &["usage"]),
-            "https is not supported yet",
+            with("ftp://h:21/x", SECRET, &["usage"]),
+            "or https://host:port/path",
         ),
         (with("http://h/x", SECRET, &["usage"]), "explicit port"),
         (with(&too_long_url, SECRET, &["usage"]), "longer than"),

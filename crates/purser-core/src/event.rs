@@ -4,7 +4,15 @@
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Attributes, TokenUsage, Window};
-use crate::outcome::FundingPart;
+
+/// How much of a settlement or charge one credit grant paid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundingPart {
+    pub grant_id: u64,
+    /// The node that owns the grant.
+    pub node: u64,
+    pub amount: u64,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {

@@ -8,6 +8,11 @@
 //! The rules it implements, and every choice where the SPEC is silent, are written down in
 //! `docs/semantics.md` at the repository root.
 
+//! Modules: `State` is one type whose methods are split by concern across files (`budget`,
+//! `tree`, `grant`, `webhook`, `validate`, `invariants`, `query`); each adds an `impl State`
+//! block and `state.rs` dispatches to them, so those files and `state.rs` refer to each other
+//! by design. Every other dependency runs one way.
+
 #![deny(clippy::expect_used)]
 #![warn(clippy::too_many_lines)]
 

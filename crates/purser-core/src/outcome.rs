@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Attributes, GrantKind, LimitMode, OnExhausted, Rollover, Window};
 use crate::event::Event;
+pub use crate::event::FundingPart;
 use crate::time::Period;
 
 /// The result of one applied command: its answer and the events it emitted, in order.
@@ -72,14 +73,6 @@ pub enum Recorded {
     Charged {
         charged: u64,
     },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FundingPart {
-    pub grant_id: u64,
-    /// The node that owns the grant.
-    pub node: u64,
-    pub amount: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -224,11 +224,15 @@ wait_for "PostgreSQL on port 25432" "$work/postgres.log" \
 wait_for "a healthy etcd cluster" "$work/etcd1.log" \
   env ETCDCTL_API=3 etcdctl --endpoints "$etcd_endpoints" endpoint health
 for i in 1 2 3; do
-  wait_for "Purser member $i to answer" "$work/purser$i.log" \
-    "$purser" --endpoint "http://127.0.0.1:$((27599 + i))" --timeout 2s cluster status
+  wait_for "Purser member $i to serve" "$work/purser$i.log" \
+    grep -q "purser member serving" "$work/purser$i.log"
 done
-"$purser" --endpoint http://127.0.0.1:27600 cluster init \
+# The cluster's first token (scope /, admin): the CLI and purser-bench send it.
+"$purser" --endpoint http://127.0.0.1:27600 cluster init --token-file "$work/admin.token" \
   --members "1=127.0.0.1:27700,2=127.0.0.1:27701,3=127.0.0.1:27702" >/dev/null
+export PURSER_TOKEN_FILE="$work/admin.token"
+PURSER_TOKEN=$(cat "$work/admin.token")
+export PURSER_TOKEN
 purser_has_leader() {
   "$purser" --endpoint "$purser_endpoints" --output json --timeout 2s cluster status |
     grep -q '"role": "leader"'

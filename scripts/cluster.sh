@@ -6,9 +6,11 @@
 #   scripts/cluster.sh status [DIR]   `purser cluster status` of the three members
 #
 # Members 1..3 listen for clients on 127.0.0.1:7600-7602 and for peers on 127.0.0.1:7700-7702.
-# DIR (default ./.purser-cluster) holds each member's data (n1/ ...), log (n1.log) and pid file.
+# DIR (default ./.purser-cluster) holds each member's data (n1/ ...), log (n1.log) and pid file,
+# and admin.token: the cluster's first token (scope /, admin), written by `cluster init`.
 # PURSER_BIN=/path/to/purser skips the build and runs that binary instead.
-# Use it with: purser --endpoint http://127.0.0.1:7600,http://127.0.0.1:7601,http://127.0.0.1:7602 ...
+# Use it with: PURSER_TOKEN_FILE=DIR/admin.token \
+#   purser --endpoint http://127.0.0.1:7600,http://127.0.0.1:7601,http://127.0.0.1:7602 ...
 set -euo pipefail
 
 usage() {
@@ -26,6 +28,9 @@ members=(1 2 3)
 endpoints=http://127.0.0.1:7600,http://127.0.0.1:7601,http://127.0.0.1:7602
 stop_timeout_s=${PURSER_STOP_TIMEOUT:-15}
 wait_timeout_s=${PURSER_WAIT_TIMEOUT:-30}
+
+# Every call of this script carries the cluster's admin token, once there is one.
+export PURSER_TOKEN_FILE="$dir/admin.token"
 
 client_port() { echo $((7599 + $1)); }
 peer_port() { echo $((7699 + $1)); }
@@ -75,12 +80,13 @@ start() {
     echo "member $i: pid $!, clients 127.0.0.1:$(client_port "$i"), peers 127.0.0.1:$(peer_port "$i")"
   done
   for i in "${members[@]}"; do
-    wait_for "member $i to answer" \
-      "$bin" --endpoint "http://127.0.0.1:$(client_port "$i")" --timeout 2s cluster status
+    wait_for "member $i to serve" grep -q "purser member serving" "$dir/n$i.log"
   done
-  # A restarted cluster already has its membership: initializing it again would be refused.
-  if ! "$bin" --endpoint "$endpoints" --output json --timeout 5s cluster status | grep -q '"voter": true'; then
+  # A restarted cluster already has its membership and its token: initializing it again would
+  # be refused.
+  if [ ! -s "$dir/admin.token" ]; then
     "$bin" --endpoint "http://127.0.0.1:$(client_port 1)" cluster init \
+      --token-file "$dir/admin.token" \
       --members "1=127.0.0.1:$(peer_port 1),2=127.0.0.1:$(peer_port 2),3=127.0.0.1:$(peer_port 3)"
   fi
   wait_for "a leader" has_leader

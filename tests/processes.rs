@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use purser_client::{pb, Client, ClientConfig};
+use purser_testkit::free_addr;
 
 fn purser_bin() -> PathBuf {
     if let Ok(path) = std::env::var("PURSER_BIN") {
@@ -28,13 +29,6 @@ fn purser_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
 }
 
 struct Member {
@@ -80,17 +74,28 @@ impl Drop for Member {
     }
 }
 
-fn client(addrs: &[SocketAddr], timeout: Duration) -> Client {
+/// A client carrying `token` (empty: none, as before `Init`).
+fn client(addrs: &[SocketAddr], timeout: Duration, token: &str) -> Client {
     let config = ClientConfig {
+        token: (!token.is_empty()).then(|| token.to_owned()),
         call_timeout: timeout,
         ..Default::default()
     };
     Client::new(addrs.iter().map(|a| a.to_string()), config).expect("client")
 }
 
-async fn status(addr: SocketAddr) -> Option<pb::StatusResponse> {
-    let c = client(&[addr], Duration::from_secs(1));
+async fn status(addr: SocketAddr, token: &str) -> Option<pb::StatusResponse> {
+    let c = client(&[addr], Duration::from_secs(1), token);
     c.status(pb::StatusRequest {}).await.ok()
+}
+
+/// The member answers gRPC health (which needs no token).
+async fn serving(addr: SocketAddr) -> Option<()> {
+    let c = client(&[addr], Duration::from_secs(1), "");
+    let check = purser_client::health::HealthCheckRequest {
+        service: String::new(),
+    };
+    c.health_check(check).await.ok().map(|_| ())
 }
 
 async fn wait_for<T>(what: &str, within: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
@@ -128,7 +133,7 @@ async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_reservation() {
     let addrs: Vec<SocketAddr> = members.iter().map(|m| m.client).collect();
     for addr in &addrs {
         wait_for("a member to listen", Duration::from_secs(20), async || {
-            status(*addr).await
+            serving(*addr).await
         })
         .await;
     }
@@ -146,8 +151,13 @@ async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_reservation() {
             })
             .collect(),
     };
-    let admin = client(&addrs, Duration::from_secs(20));
-    admin.init(init).await.expect("init");
+    let token = client(&addrs, Duration::from_secs(20), "")
+        .init(init)
+        .await
+        .expect("init")
+        .admin_token;
+    let token = token.as_str();
+    let admin = client(&addrs, Duration::from_secs(20), token);
     let create = pb::CreateNodeRequest {
         request_id: "root".into(),
         sent_at_ms: purser_client::now_ms(),
@@ -166,7 +176,7 @@ async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_reservation() {
     };
     admin.create_node(create).await.expect("create root");
 
-    let shared = Arc::new(client(&addrs, Duration::from_secs(30)));
+    let shared = Arc::new(client(&addrs, Duration::from_secs(30), token));
     let mut workers = Vec::new();
     for w in 0..6 {
         let c = shared.clone();
@@ -197,7 +207,7 @@ async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_reservation() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let leader = wait_for("a leader", Duration::from_secs(10), async || {
         for m in &members {
-            if let Some(s) = status(m.client).await {
+            if let Some(s) = status(m.client, token).await {
                 if s.role == pb::RaftRole::Leader as i32 {
                     return Some(m.id);
                 }
@@ -251,7 +261,7 @@ async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_reservation() {
             let mut views = Vec::new();
             for m in &members {
                 views.push(
-                    status(m.client)
+                    status(m.client, token)
                         .await
                         .map(|s| (s.applied_index, s.state_digest))?,
                 );

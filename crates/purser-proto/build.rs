@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-const FILES: [&str; 7] = [
+const FILES: [&str; 8] = [
     "purser/v1/types.proto",
     "purser/v1/budget.proto",
     "purser/v1/admin.proto",
@@ -11,6 +11,7 @@ const FILES: [&str; 7] = [
     "purser/v1/meter.proto",
     "purser/v1/report.proto",
     "purser/v1/webhook.proto",
+    "purser/v1/token.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

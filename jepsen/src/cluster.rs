@@ -351,10 +351,23 @@ impl Cluster {
     }
 }
 
-/// Initializes the cluster through node 1.
+/// The run's `/` admin token, answered by `Init`: every client of the harness carries it,
+/// since the harness acts for the operator and for the workload's tenants at once. The nodes
+/// run with authentication on, as in production.
+static ADMIN_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The token clients send (none before `Init`).
+pub fn admin_token() -> Option<String> {
+    ADMIN_TOKEN.get().cloned()
+}
+
+/// Initializes the cluster through node 1 and keeps the token it answers.
 pub async fn init(request: pb::InitRequest) -> Result<(), purser_client::ClientError> {
     let client = one_client(1, Duration::from_secs(20))?;
-    client.init(request).await?;
+    let answer = client.init(request).await?;
+    if ADMIN_TOKEN.set(answer.admin_token).is_err() {
+        eprintln!("purser-jepsen: the cluster was initialized twice in one run");
+    }
     Ok(())
 }
 
@@ -370,6 +383,7 @@ fn signal(child: &Child, name: &str) -> Result<(), net::NetError> {
 
 fn one_client(id: u32, timeout: Duration) -> Result<Client, purser_client::ClientError> {
     let config = ClientConfig {
+        token: admin_token(),
         request_timeout: timeout.min(Duration::from_secs(2)),
         call_timeout: timeout,
         attempts_max: 10,
@@ -382,6 +396,15 @@ fn one_client(id: u32, timeout: Duration) -> Result<Client, purser_client::Clien
 pub async fn status(id: u32) -> Option<pb::StatusResponse> {
     let client = one_client(id, Duration::from_secs(1)).ok()?;
     client.status(pb::StatusRequest {}).await.ok()
+}
+
+/// Node `id` answers gRPC health (which needs no token: the probe before `Init`).
+pub async fn serving(id: u32) -> Option<()> {
+    let client = one_client(id, Duration::from_secs(1)).ok()?;
+    let check = purser_client::health::HealthCheckRequest {
+        service: String::new(),
+    };
+    client.health_check(check).await.ok().map(|_| ())
 }
 
 /// The first node that says it leads.
@@ -400,6 +423,7 @@ pub async fn leader(ids: &[u32]) -> Option<u32> {
 /// attempt may wait for a learner to catch up (through a snapshot, perhaps).
 pub fn admin_client(ids: &[u32]) -> Result<Client, purser_client::ClientError> {
     let config = ClientConfig {
+        token: admin_token(),
         request_timeout: Duration::from_secs(15),
         call_timeout: Duration::from_secs(30),
         attempts_max: 20,
@@ -424,6 +448,7 @@ pub async fn voters(ids: &[u32]) -> Option<Vec<u32>> {
 /// A client of node `id` alone whose one attempt may take `timeout` (the server waits).
 fn waiting_client(id: u32, timeout: Duration) -> Result<Client, String> {
     let config = ClientConfig {
+        token: admin_token(),
         request_timeout: timeout,
         call_timeout: timeout,
         attempts_max: 1,

@@ -227,7 +227,7 @@ pub async fn run(opts: Options) -> Result<Summary, RunError> {
         cluster.lock().expect("cluster").start(id)?;
     }
     for &id in &ids {
-        wait_for(Duration::from_secs(30), async || cluster::status(id).await)
+        wait_for(Duration::from_secs(30), async || cluster::serving(id).await)
             .await
             .ok_or_else(|| RunError::Harness(format!("node {id} did not start (see n{id}.log)")))?;
     }

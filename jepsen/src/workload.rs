@@ -99,6 +99,7 @@ pub const WORKER_HOLDS_MAX: usize = 4;
 /// retried with the same request id.
 pub fn client_config() -> ClientConfig {
     ClientConfig {
+        token: crate::cluster::admin_token(),
         request_timeout: Duration::from_millis(1000),
         call_timeout: Duration::from_secs(3),
         attempts_max: 40,

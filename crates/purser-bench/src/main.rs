@@ -97,6 +97,10 @@ struct RunArgs {
     /// Appends the result as a JSON line to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Purser only: the bearer token calls carry (editor access over the benchmark's tree,
+    /// admin to set it up).
+    #[arg(long, env = "PURSER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// `10s`, `500ms`, `2m`.
@@ -146,7 +150,11 @@ async fn run_command(args: RunArgs) -> backend::Result<ExitCode> {
     let tree = Tree::standard();
     let (label, result) = match args.system {
         System::Purser => {
-            let backend = Arc::new(purser::Purser::connect(&args.endpoints, !args.no_coalesce)?);
+            let backend = Arc::new(purser::Purser::connect(
+                &args.endpoints,
+                !args.no_coalesce,
+                args.token.clone(),
+            )?);
             ("purser", measure(backend, tree, &options).await?)
         }
         System::Redis => {

@@ -34,8 +34,9 @@ pub struct Purser {
 impl Purser {
     /// `coalesce`: send the clients' reserves and settles through `purser-client`'s
     /// coalescer (many concurrent calls per `Batch` RPC), as a busy gateway process would.
-    pub fn connect(endpoints: &[String], coalesce: bool) -> Result<Purser> {
+    pub fn connect(endpoints: &[String], coalesce: bool, token: Option<String>) -> Result<Purser> {
         let config = ClientConfig {
+            token,
             request_timeout: Duration::from_secs(10),
             ..ClientConfig::default()
         };

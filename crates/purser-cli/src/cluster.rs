@@ -1,13 +1,16 @@
 //! Operating the Raft group: init, add, remove, transfer-leader, status, snapshot.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Subcommand;
 use purser_client::{normalize_endpoint, pb, Client, ClientConfig, ClientError};
 
 use crate::parse;
-use crate::render::cluster::{Answer, Leader, Members, Snapshot, Statuses};
+use crate::render::cluster::{
+    AdminToken, Answer, Initialized, Leader, Members, Snapshot, Statuses,
+};
 use crate::{CliError, Ctx, Done};
 
 #[derive(Subcommand)]
@@ -52,9 +55,15 @@ pub enum ClusterCommand {
     },
 }
 
-pub async fn run(ctx: &Ctx, command: ClusterCommand) -> Result<Done, CliError> {
+/// `init_token_file`: where `init` writes the cluster's first token (`--token-file`) instead
+/// of printing it.
+pub async fn run(
+    ctx: &Ctx,
+    command: ClusterCommand,
+    init_token_file: Option<PathBuf>,
+) -> Result<Done, CliError> {
     match command {
-        ClusterCommand::Init { members } => init(ctx, &members).await,
+        ClusterCommand::Init { members } => init(ctx, &members, init_token_file).await,
         ClusterCommand::Add {
             member,
             client_addr,
@@ -84,7 +93,11 @@ pub async fn run(ctx: &Ctx, command: ClusterCommand) -> Result<Done, CliError> {
     }
 }
 
-async fn init(ctx: &Ctx, members: &[String]) -> Result<Done, CliError> {
+async fn init(
+    ctx: &Ctx,
+    members: &[String],
+    token_file: Option<PathBuf>,
+) -> Result<Done, CliError> {
     let mut asked = HashMap::new();
     for m in members {
         let (id, addr) = parse::member(m)?;
@@ -105,6 +118,10 @@ async fn init(ctx: &Ctx, members: &[String]) -> Result<Done, CliError> {
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(file) = &token_file {
+        purser_server::serve::write_secret(file, &answer.admin_token)
+            .map_err(|e| CliError(format!("--token-file {}: {e}", file.display())))?;
+    }
     // The answer may come before the membership entry is applied, with no members: then
     // what was asked for is what was initialized.
     let mut members = answer.members;
@@ -120,10 +137,17 @@ async fn init(ctx: &Ctx, members: &[String]) -> Result<Done, CliError> {
             .collect();
         members.sort_by_key(|m| m.id);
     }
-    ctx.print(&Members {
-        done: "initialized the cluster:".into(),
-        log_index: None,
-        members: &members,
+    ctx.print(&Initialized {
+        members: Members {
+            done: "initialized the cluster:".into(),
+            log_index: None,
+            members: &members,
+        },
+        token: token_file.map_or_else(
+            || AdminToken::Shown(answer.admin_token.clone()),
+            AdminToken::Written,
+        ),
+        token_id: answer.admin_token_id,
     });
     Ok(Done::Ok)
 }
@@ -199,8 +223,9 @@ async fn transfer_leader(ctx: &Ctx, id: u64) -> Result<Done, CliError> {
 
 /// One member's own view, asked directly: Status is served by any member, so there is no
 /// redirect to follow and no reason to retry elsewhere.
-async fn status_of(endpoint: String, timeout: Duration) -> Answer {
+async fn status_of(endpoint: String, timeout: Duration, token: Option<String>) -> Answer {
     let config = ClientConfig {
+        token,
         request_timeout: timeout.min(Duration::from_secs(2)),
         call_timeout: timeout.min(Duration::from_secs(3)),
         attempts_max: 1,
@@ -223,10 +248,11 @@ async fn status_of(endpoint: String, timeout: Duration) -> Answer {
     (endpoint, result)
 }
 
-async fn ask_all(endpoints: Vec<String>, timeout: Duration) -> Vec<Answer> {
+async fn ask_all(endpoints: Vec<String>, timeout: Duration, token: Option<String>) -> Vec<Answer> {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, endpoint) in endpoints.into_iter().enumerate() {
-        tasks.spawn(async move { (i, status_of(endpoint, timeout).await) });
+        let token = token.clone();
+        tasks.spawn(async move { (i, status_of(endpoint, timeout, token).await) });
     }
     let mut answers = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -246,7 +272,7 @@ async fn status(ctx: &Ctx) -> Result<Done, CliError> {
             first.push(normalize_endpoint(e));
         }
     }
-    let mut answers = ask_all(first, ctx.timeout).await;
+    let mut answers = ask_all(first, ctx.timeout, ctx.token.clone()).await;
     // Members the endpoints know of but that were not named: a status of the whole cluster
     // from one address.
     let mut more: Vec<String> = Vec::new();
@@ -258,7 +284,7 @@ async fn status(ctx: &Ctx) -> Result<Done, CliError> {
             }
         }
     }
-    answers.extend(ask_all(more, ctx.timeout).await);
+    answers.extend(ask_all(more, ctx.timeout, ctx.token.clone()).await);
     ctx.print(&Statuses(&answers));
     if answers.iter().all(|(_, a)| a.is_err()) {
         return Err("no member answered".into());

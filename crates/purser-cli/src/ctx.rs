@@ -67,17 +67,25 @@ pub struct Ctx {
     pub endpoints: Vec<String>,
     /// `--timeout`: how long a call keeps retrying.
     pub timeout: Duration,
+    /// The bearer token every call carries.
+    pub token: Option<String>,
 }
 
 impl Ctx {
-    pub fn new(endpoints: Vec<String>, format: Format, timeout: Duration) -> Result<Ctx, CliError> {
-        let client = Client::new(endpoints.clone(), client_config(timeout))
+    pub fn new(
+        endpoints: Vec<String>,
+        format: Format,
+        timeout: Duration,
+        token: Option<String>,
+    ) -> Result<Ctx, CliError> {
+        let client = Client::new(endpoints.clone(), client_config(timeout, token.clone()))
             .map_err(|e| CliError(format!("--endpoint: {e}")))?;
         Ok(Ctx {
             client,
             format,
             endpoints,
             timeout,
+            token,
         })
     }
 
@@ -102,7 +110,7 @@ impl Ctx {
     pub fn slow_client(&self, at_least: Duration) -> Result<Client, CliError> {
         Ok(Client::new(
             self.endpoints.clone(),
-            slow_config(self.timeout, at_least),
+            slow_config(self.timeout, at_least, self.token.clone()),
         )?)
     }
 
@@ -116,24 +124,26 @@ impl Ctx {
             .ok_or_else(|| CliError("no --endpoint".into()))?;
         Ok(Client::member(
             endpoint,
-            slow_config(self.timeout, at_least),
+            slow_config(self.timeout, at_least, self.token.clone()),
         )?)
     }
 }
 
 /// A call keeps retrying for `--timeout`; a single attempt gets at most 5 s of it, so that one
 /// unresponsive member leaves time for the others.
-fn client_config(timeout: Duration) -> ClientConfig {
+fn client_config(timeout: Duration, token: Option<String>) -> ClientConfig {
     ClientConfig {
+        token,
         request_timeout: timeout.min(Duration::from_secs(5)),
         call_timeout: timeout,
         ..ClientConfig::default()
     }
 }
 
-fn slow_config(timeout: Duration, at_least: Duration) -> ClientConfig {
+fn slow_config(timeout: Duration, at_least: Duration, token: Option<String>) -> ClientConfig {
     let timeout = timeout.max(at_least);
     ClientConfig {
+        token,
         request_timeout: timeout,
         call_timeout: timeout,
         ..ClientConfig::default()

@@ -28,6 +28,7 @@ mod parse;
 mod render;
 mod report;
 mod server;
+mod token;
 mod webhook;
 
 pub use ctx::{CliError, Ctx, Done};
@@ -71,6 +72,26 @@ struct Cli {
         value_name = "DURATION"
     )]
     timeout: String,
+    /// The bearer token calls carry; else PURSER_TOKEN, else --token-file, else
+    /// ./purser-data/admin.token (what `purser dev` writes) if it exists.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "PURSER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// A file holding the bearer token (mode 0600 is wise).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "PURSER_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -114,6 +135,9 @@ enum Command {
     Report(report::ReportArgs),
     /// Live spend per window against each limit of a node, with a bar.
     Usage(report::UsageArgs),
+    /// Bearer tokens scoped to a subtree: create, list, revoke.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -216,14 +240,24 @@ fn run_client(cli: Cli) -> Result<Done, CliError> {
     if endpoints.is_empty() {
         return Err("--endpoint: no address given".into());
     }
+    // `cluster init` needs no token: it creates the first, and writes it to --token-file.
+    let initializing = matches!(
+        cli.command,
+        Command::Cluster(cluster::ClusterCommand::Init { .. })
+    );
+    let (token, init_token_file) = if initializing {
+        (None, cli.token_file)
+    } else {
+        (token::resolve(cli.token, cli.token_file)?, None)
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
-        let ctx = Ctx::new(endpoints, cli.output, timeout)?;
+        let ctx = Ctx::new(endpoints, cli.output, timeout, token)?;
         match cli.command {
-            Command::Cluster(c) => cluster::run(&ctx, c).await,
+            Command::Cluster(c) => cluster::run(&ctx, c, init_token_file).await,
             Command::Node(c) => admin::node(&ctx, c).await,
             Command::Limit(c) => admin::limit(&ctx, c).await,
             Command::Grant(c) => admin::grant(&ctx, c).await,
@@ -236,6 +270,7 @@ fn run_client(cli: Cli) -> Result<Done, CliError> {
             Command::Webhook(c) => webhook::run(&ctx, c).await,
             Command::Report(a) => report::report(&ctx, a).await,
             Command::Usage(a) => report::usage(&ctx, a).await,
+            Command::Token(c) => token::run(&ctx, c).await,
             Command::Dev(_) | Command::Serve(_) => unreachable!("server commands run apart"),
         }
     })

@@ -25,6 +25,10 @@ pub struct DevArgs {
     /// expired lease falls back to a read index.
     #[arg(long)]
     pub lease_reads: bool,
+    /// Take calls without a token (dev only). With auth on, the `/` admin token is kept in
+    /// DIR/admin.token, which the CLI reads when run from the directory of ./purser-data.
+    #[arg(long)]
+    pub no_auth: bool,
     /// The newest events this member keeps for `watch` and webhooks (at least 1000); older
     /// ones leave once folded into the report rollups.
     #[arg(long, value_name = "N", default_value_t = purser_server::store::EVENTS_KEPT)]
@@ -76,6 +80,7 @@ pub async fn dev(a: DevArgs) -> Result<(), CliError> {
     }
     config.node.lease_reads = a.lease_reads;
     config.node.events_kept = a.events_kept;
+    config.node.auth = !a.no_auth;
     let server = Server::start(config)
         .await
         .map_err(|e| CliError(format!("cannot start: {e}")))?;
@@ -94,8 +99,12 @@ pub async fn dev(a: DevArgs) -> Result<(), CliError> {
     let http = server.http_addr.map_or(String::new(), |a| {
         format!(", reports on http://{a}/v1/report")
     });
+    let token = server.admin_token_file.as_ref().map_or_else(
+        || ", no authentication".to_owned(),
+        |file| format!(", admin token in {}", file.display()),
+    );
     eprintln!(
-        "purser dev: listening on {} (peers {}{http}, data {}); Ctrl-C stops",
+        "purser dev: listening on {} (peers {}{http}{token}, data {}); Ctrl-C stops",
         server.client_addr,
         server.node.peer_addr(),
         a.data_dir.display()

@@ -16,6 +16,9 @@ struct Dev {
     child: Child,
     endpoint: String,
     log: PathBuf,
+    /// Where `purser dev` keeps its `/` admin token (its ready line says), which `run`
+    /// hands to the CLI through PURSER_TOKEN_FILE.
+    token_file: Option<PathBuf>,
 }
 
 impl Dev {
@@ -42,12 +45,18 @@ impl Dev {
             child,
             endpoint: String::new(),
             log,
+            token_file: None,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = dev.log_text();
             if let Some(rest) = text.split("listening on ").nth(1) {
                 dev.endpoint = rest.split_whitespace().next().unwrap().to_owned();
+                dev.token_file = rest
+                    .split("admin token in ")
+                    .nth(1)
+                    .and_then(|r| r.split(',').next())
+                    .map(PathBuf::from);
                 return dev;
             }
             if let Some(status) = dev.child.try_wait().unwrap() {
@@ -63,12 +72,25 @@ impl Dev {
     }
 
     fn run(&self, args: &[&str]) -> Out {
-        let output = Command::new(BIN)
+        self.run_with(args, &[])
+    }
+
+    /// `run` with these environment variables set (over the admin token file).
+    fn run_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Out {
+        let mut command = Command::new(BIN);
+        command
             .arg("--endpoint")
             .arg(&self.endpoint)
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("PURSER_ENDPOINT")
+            .env_remove("PURSER_TOKEN")
+            .env_remove("PURSER_TOKEN_FILE");
+        if let Some(file) = &self.token_file {
+            command.env("PURSER_TOKEN_FILE", file);
+        }
+        let output = command
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -645,4 +667,74 @@ fn serve_refuses_unknown_keys_and_bad_values() {
         "'--events-kept <N>'",
     );
     assert_error(&serve(valid, &[]), "--data-dir is required");
+}
+
+/// `purser dev` keeps a `/` admin token in its data directory and the CLI uses it; a token
+/// made for a subtree reads there and nowhere else, and stops working once revoked.
+#[test]
+fn tokens_scope_what_the_cli_may_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path(), "dev");
+    let file = dev
+        .token_file
+        .clone()
+        .expect("the ready line names the token file");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.trim().starts_with("purser_"), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the token file is the owner's alone");
+
+    for root in ["acme", "beta"] {
+        dev.json(
+            0,
+            &[
+                "node",
+                "create",
+                root,
+                "--currency",
+                "usd:2",
+                "--no-default-cap",
+            ],
+        );
+    }
+    let created = dev.json(
+        0,
+        &[
+            "token", "create", "--scope", "acme", "--access", "viewer", "--ttl", "1h", "--name",
+            "ci",
+        ],
+    );
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("purser_"), "{created}");
+    assert_eq!(created["scope"], "acme");
+    assert_eq!(created["access"], "viewer");
+    assert!(created["expires_at"].is_string(), "{created}");
+    let id = created["token_id"].as_u64().unwrap().to_string();
+
+    let viewer = [("PURSER_TOKEN", token.as_str())];
+    let shown = dev.run_with(&["--output", "json", "show", "acme"], &viewer);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    assert_error(
+        &dev.run_with(&["show", "beta"], &viewer),
+        "permission denied",
+    );
+    assert_error(
+        &dev.run_with(
+            &["charge", "acme", "--currency", "usd", "--amount", "1"],
+            &viewer,
+        ),
+        "permission denied",
+    );
+
+    // Listed without a secret; revoked, it authorizes nothing.
+    let listed = dev.json(0, &["token", "list", "--scope", "acme"]);
+    assert!(!listed.to_string().contains(&token), "{listed}");
+    assert_eq!(listed["tokens"][0]["name"], "ci");
+    dev.json(0, &["token", "revoke", &id]);
+    assert_error(&dev.run_with(&["show", "acme"], &viewer), "revoked");
+    assert_error(
+        &dev.run_with(&["show", "acme"], &[("PURSER_TOKEN", "purser_0")]),
+        "unauthenticated",
+    );
 }

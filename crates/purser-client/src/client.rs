@@ -17,8 +17,11 @@ pub const LEADER_METADATA: &str = "purser-leader";
 const PAUSE_STEP: Duration = Duration::from_millis(50);
 const PAUSE_ATTEMPTS_MAX: u32 = 10;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientConfig {
+    /// The bearer token every call carries (`authorization: Bearer …`); `None` for a member
+    /// without authentication (`purser dev --no-auth`).
+    pub token: Option<String>,
     /// Per attempt.
     pub request_timeout: Duration,
     /// All attempts of one call together.
@@ -30,11 +33,25 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
+            token: None,
             request_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(30),
             attempts_max: 30,
             connect_timeout: Duration::from_secs(2),
         }
+    }
+}
+
+/// Never prints the token.
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("request_timeout", &self.request_timeout)
+            .field("call_timeout", &self.call_timeout)
+            .field("attempts_max", &self.attempts_max)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
     }
 }
 
@@ -172,6 +189,18 @@ impl Client {
             .connect_lazy();
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
+    }
+
+    /// `request` with the configured token in its `authorization` metadata. A token that
+    /// cannot be a header value is left out, and the call is refused as unauthenticated.
+    pub fn authorized<R>(&self, request: R) -> tonic::Request<R> {
+        let mut request = tonic::Request::new(request);
+        if let Some(token) = &self.shared.config.token {
+            if let Ok(value) = format!("Bearer {token}").parse() {
+                request.metadata_mut().insert("authorization", value);
+            }
+        }
+        request
     }
 
     /// The engine behind every typed method, for a gRPC service outside `purser.v1`: runs

@@ -100,8 +100,9 @@ macro_rules! calls {
             $(
                 $(#[$doc])*
                 pub async fn $name(&self, request: $request) -> Result<$response, ClientError> {
-                    self.send(request, |channel, request| async move {
-                        <$client>::new(channel).$rpc(request).await
+                    self.send(request, |channel, request| {
+                        let request = self.authorized(request);
+                        async move { <$client>::new(channel).$rpc(request).await }
                     })
                     .await
                 }
@@ -142,8 +143,9 @@ macro_rules! mutations {
                     &self,
                     request: $request,
                 ) -> Result<Mutated<$response>, ClientError> {
-                    self.mutate(request, |channel, request| async move {
-                        <$client>::new(channel).$rpc(request).await
+                    self.mutate(request, |channel, request| {
+                        let request = self.authorized(request);
+                        async move { <$client>::new(channel).$rpc(request).await }
                     })
                     .await
                 }
@@ -227,6 +229,40 @@ mutations!(pb::webhook_client::WebhookClient<Channel> {
 calls!(pb::webhook_client::WebhookClient<Channel> {
     list_webhooks => list_webhooks(pb::ListWebhooksRequest) -> pb::ListWebhooksResponse;
     test_webhook => test_webhook(pb::TestWebhookRequest) -> pb::TestWebhookResponse;
+});
+
+mutations!(pb::tokens_client::TokensClient<Channel> {
+    revoke_token => revoke_token(pb::RevokeTokenRequest) -> pb::RevokeTokenResponse;
+});
+
+impl Mutation for pb::CreateTokenRequest {
+    fn ids_mut(&mut self) -> (&mut String, &mut u64) {
+        (&mut self.request_id, &mut self.sent_at_ms)
+    }
+}
+
+impl Client {
+    /// Creates a token no wider than the caller's; the answer carries its secret, once (a
+    /// retry of a creation that took effect is refused: the secret is not kept to answer
+    /// again).
+    pub async fn create_token(
+        &self,
+        request: pb::CreateTokenRequest,
+    ) -> Result<Mutated<pb::CreateTokenResponse>, ClientError> {
+        self.mutate(request, |channel, request| {
+            let request = self.authorized(request);
+            async move {
+                pb::tokens_client::TokensClient::new(channel)
+                    .create_token(request)
+                    .await
+            }
+        })
+        .await
+    }
+}
+
+calls!(pb::tokens_client::TokensClient<Channel> {
+    list_tokens => list_tokens(pb::ListTokensRequest) -> pb::ListTokensResponse;
 });
 
 calls!(crate::health::health_client::HealthClient<Channel> {

@@ -8,14 +8,8 @@ use purser_client::{
     health, pb, Acknowledged, Budget, Client, ClientConfig, Reserved, LEADER_METADATA,
 };
 use purser_server::serve::{dev_config, Server};
+use purser_testkit::free_addr;
 use tonic::Code;
-
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-}
 
 fn path(p: &str) -> Option<pb::NodeRef> {
     Some(pb::NodeRef {
@@ -23,17 +17,13 @@ fn path(p: &str) -> Option<pb::NodeRef> {
     })
 }
 
-fn config() -> ClientConfig {
-    ClientConfig {
-        call_timeout: Duration::from_secs(20),
-        ..ClientConfig::default()
-    }
-}
-
 struct Cluster {
     _dir: tempfile::TempDir,
     servers: Vec<Server>,
     addrs: Vec<String>,
+    /// The `/` admin token: written by a lone member that bootstraps itself, answered by
+    /// `Init` to a larger cluster.
+    token: String,
 }
 
 impl Cluster {
@@ -54,18 +44,34 @@ impl Cluster {
             servers.push(Server::start(config).await.expect("start"));
         }
         let addrs = servers.iter().map(|s| s.client_addr.to_string()).collect();
-        let cluster = Cluster {
+        let token = match &servers[0].admin_token_file {
+            Some(file) => std::fs::read_to_string(file)
+                .expect("admin.token")
+                .trim()
+                .to_owned(),
+            None => String::new(),
+        };
+        let mut cluster = Cluster {
             _dir: dir,
             servers,
             addrs,
+            token,
         };
         if size > 1 {
-            cluster.init().await;
+            cluster.token = cluster.init().await;
         }
         cluster
     }
 
-    async fn init(&self) {
+    fn config(&self) -> ClientConfig {
+        ClientConfig {
+            token: Some(self.token.clone()),
+            call_timeout: Duration::from_secs(20),
+            ..ClientConfig::default()
+        }
+    }
+
+    async fn init(&self) -> String {
         let members = self
             .servers
             .iter()
@@ -81,11 +87,12 @@ impl Cluster {
         self.client()
             .init(pb::InitRequest { members })
             .await
-            .expect("init");
+            .expect("init")
+            .admin_token
     }
 
     fn client(&self) -> Client {
-        Client::new(self.addrs.clone(), config()).expect("client")
+        Client::new(self.addrs.clone(), self.config()).expect("client")
     }
 
     /// The address of a member that is not the leader, once a leader is known.
@@ -93,7 +100,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             for addr in &self.addrs {
-                let member = Client::member(addr.clone(), config()).expect("client");
+                let member = Client::member(addr.clone(), self.config()).expect("client");
                 let status = member.status(pb::StatusRequest {}).await.expect("status");
                 let knows_leader = status.leader_id.is_some();
                 if knows_leader && status.role == pb::RaftRole::Follower as i32 {
@@ -242,7 +249,7 @@ async fn a_follower_redirects_and_a_member_client_stays_put() {
     let follower = cluster.follower().await;
 
     // Started at a follower, a client follows its redirect to the leader.
-    let via_follower = Client::new([follower.clone()], config()).expect("client");
+    let via_follower = Client::new([follower.clone()], cluster.config()).expect("client");
     setup_tree(&via_follower, 100).await;
     let reserved = via_follower
         .reserve(reserve_request(5))
@@ -251,7 +258,7 @@ async fn a_follower_redirects_and_a_member_client_stays_put() {
     assert!(granted(&reserved).reservation_id > 0);
 
     // A member client gets the follower's own answers, and its redirect as a status.
-    let member = Client::member(follower.clone(), config()).expect("client");
+    let member = Client::member(follower.clone(), cluster.config()).expect("client");
     let refused = member
         .reserve(reserve_request(5))
         .await

@@ -564,7 +564,7 @@ impl State {
     }
 
     /// The record of an expired hold, unless its retention has passed (swept or not yet).
-    fn live_expired(&self, reservation_id: u64, now_ms: u64) -> Option<&Expired> {
+    pub(crate) fn live_expired(&self, reservation_id: u64, now_ms: u64) -> Option<&Expired> {
         self.expired
             .get(&reservation_id)
             .filter(|e| e.forget_at_ms >= now_ms)

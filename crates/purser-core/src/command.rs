@@ -7,7 +7,8 @@ use crate::error::Error;
 use crate::time::Period;
 
 /// On-disk and on-wire format version of an encoded [`Command`] (first byte of the encoding).
-pub const COMMAND_FORMAT_VERSION: u8 = 1;
+/// 2: the acting token ([`Command::actor`]) and the token commands.
+pub const COMMAND_FORMAT_VERSION: u8 = 2;
 
 /// A node named by its id or by its path (`acme/research/alice`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -42,6 +43,10 @@ pub struct Command {
     /// `None` only for system commands ([`Op::Tick`], [`Op::WebhookDelivered`]) issued by
     /// the leader.
     pub request: Option<RequestMeta>,
+    /// The token the command acts for; apply refuses it unless that token may do it
+    /// ([`crate::State::authorize_op`]). `None`: a system command, or a member that runs
+    /// without authentication (`purser dev --no-auth`) or bootstraps the first token.
+    pub actor: Option<u64>,
     pub op: Op,
 }
 
@@ -52,13 +57,20 @@ impl Command {
                 id: request_id.into(),
                 sent_at_ms,
             }),
+            actor: None,
             op,
         }
+    }
+
+    /// The same command, acting for token `actor`.
+    pub fn by(self, actor: Option<u64>) -> Self {
+        Command { actor, ..self }
     }
 
     pub fn tick() -> Self {
         Command {
             request: None,
+            actor: None,
             op: Op::Tick,
         }
     }
@@ -190,6 +202,22 @@ pub enum Op {
     WebhookDelivered {
         id: u64,
         through_index: u64,
+    },
+    /// A bearer token over `scope` (`None`: the whole cluster) with `access`. The member that
+    /// takes the call draws the secret and sends only its SHA-256 here. Without an actor it
+    /// creates only the cluster's first token (the bootstrap). Answers
+    /// [`crate::Outcome::TokenCreated`].
+    CreateToken {
+        scope: Option<NodeRef>,
+        access: crate::access::Access,
+        name: String,
+        /// From the command's time; `None`: until revoked.
+        expires_in_ms: Option<u64>,
+        secret_hash: crate::access::SecretHash,
+    },
+    /// From this command on, the token authorizes nothing. Revoking twice changes nothing.
+    RevokeToken {
+        id: u64,
     },
 }
 

@@ -9,6 +9,10 @@ pub enum ErrorKind {
     AlreadyExists,
     FailedPrecondition,
     ResourceExhausted,
+    /// No token, or one the cluster does not accept (unknown, expired, revoked).
+    Unauthenticated,
+    /// A valid token that may not do this.
+    PermissionDenied,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -39,6 +43,12 @@ impl Error {
     }
     pub fn exhausted(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::ResourceExhausted, message)
+    }
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unauthenticated, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::PermissionDenied, message)
     }
 }
 

@@ -345,7 +345,8 @@ impl State {
         self.check_accounts(&layout, &sums)?;
         self.check_grants(&sums.grant_held)?;
         self.check_expired()?;
-        self.check_webhooks()
+        self.check_webhooks()?;
+        self.check_tokens()
     }
 
     /// Every node one level below its parent, in its parent's root and child list, within the

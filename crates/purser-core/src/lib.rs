@@ -16,6 +16,7 @@
 #![deny(clippy::expect_used)]
 #![warn(clippy::too_many_lines)]
 
+pub mod access;
 mod budget;
 pub mod command;
 pub mod error;
@@ -37,6 +38,7 @@ mod validate;
 pub mod webhook;
 mod window;
 
+pub use access::{Access, Need, SecretHash, TokenView};
 pub use command::*;
 pub use error::{Error, ErrorKind, Result};
 pub use event::*;

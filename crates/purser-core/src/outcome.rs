@@ -25,6 +25,10 @@ pub enum Outcome {
     WebhookAdded {
         webhook_id: u64,
     },
+    TokenCreated {
+        token_id: u64,
+        expires_at_ms: Option<u64>,
+    },
     /// An admin command took effect.
     Done,
     Reserved(Reservation),
@@ -55,6 +59,10 @@ pub enum Recorded {
     },
     WebhookAdded {
         webhook_id: u64,
+    },
+    TokenCreated {
+        token_id: u64,
+        expires_at_ms: Option<u64>,
     },
     Done,
     Reserved {

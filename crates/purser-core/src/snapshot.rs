@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::Token;
 use crate::error::{Error, Result};
 use crate::hash::{fingerprint128, fingerprint64};
 use crate::state::{Config, Dedup, DedupEntry, Expired, Grant, Hold, Node, Root, State};
@@ -12,7 +13,8 @@ use crate::webhook::Webhook;
 const MAGIC: &[u8; 8] = b"PURSERSM";
 /// Bumped on any change to the encoding; `restore` refuses versions it does not know.
 /// 2: webhook subscriptions, their cursors and the count of events emitted.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// 3: tokens.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 
 /// The encoded form, borrowed for encoding; [`Image`] is the same layout, owned, for decoding.
 #[derive(Serialize)]
@@ -32,6 +34,8 @@ struct ImageRef<'a> {
     webhooks: Vec<&'a Webhook>,
     next_webhook_id: u64,
     events_emitted: u64,
+    tokens: Vec<&'a Token>,
+    next_token_id: u64,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +55,8 @@ struct Image {
     webhooks: Vec<Webhook>,
     next_webhook_id: u64,
     events_emitted: u64,
+    tokens: Vec<Token>,
+    next_token_id: u64,
 }
 
 impl State {
@@ -89,6 +95,8 @@ impl State {
             webhooks: self.webhooks.values().collect(),
             next_webhook_id: self.next_webhook_id,
             events_emitted: self.events_emitted,
+            tokens: self.tokens.values().collect(),
+            next_token_id: self.next_token_id,
         };
         let body = bincode::serde::encode_to_vec(&image, bincode::config::standard())
             .unwrap_or_else(|e| {
@@ -142,6 +150,8 @@ impl State {
             webhooks: image.webhooks.into_iter().map(|w| (w.id, w)).collect(),
             next_webhook_id: image.next_webhook_id,
             events_emitted: image.events_emitted,
+            tokens: image.tokens.into_iter().map(|t| (t.id, t)).collect(),
+            next_token_id: image.next_token_id,
             ..State::default()
         };
         for (id, expired) in image.expired {
@@ -192,6 +202,18 @@ impl State {
         for grant in self.grants.values() {
             if let Some(due) = grant.due_ms() {
                 self.grant_due.insert((due, grant.id));
+            }
+        }
+        for token in self.tokens.values() {
+            if token.scope.is_some_and(|node| node == 0 || node > count) {
+                return Err(format!("token {} is scoped to a missing node", token.id));
+            }
+            if self
+                .token_index
+                .insert(token.secret_hash, token.id)
+                .is_some()
+            {
+                return Err(format!("token {} shares its secret with another", token.id));
             }
         }
         Ok(())

@@ -49,6 +49,9 @@ pub mod limits {
     pub const RATE_PERIOD_MS_MAX: u64 = 366 * crate::time::DAY_MS;
     pub const WEBHOOKS_PER_ROOT_MAX: usize = 16;
     pub const WEBHOOKS_MAX: usize = 100_000;
+    /// Tokens the cluster keeps, revoked and expired ones included (they stay, for the audit
+    /// trail of the events that name them).
+    pub const TOKENS_MAX: usize = 1_000_000;
     /// Event kinds one webhook subscribes to at most (there are 15 distinct ones).
     pub const WEBHOOK_KINDS_MAX: usize = 16;
     pub const WEBHOOK_URL_BYTES_MAX: usize = 2048;
@@ -345,12 +348,16 @@ pub struct State {
     pub(crate) sent_floor_ms: u64,
     pub(crate) webhooks: BTreeMap<u64, crate::webhook::Webhook>,
     pub(crate) next_webhook_id: u64,
+    pub(crate) tokens: BTreeMap<u64, crate::access::Token>,
+    pub(crate) next_token_id: u64,
     /// Events emitted by every command applied so far (the storage numbers them from 1).
     pub(crate) events_emitted: u64,
     /// Derived indexes, rebuilt on restore.
     pub(crate) hold_due: BTreeSet<(u64, u64)>,
     pub(crate) grant_due: BTreeSet<(u64, u64)>,
     pub(crate) kind_index: FxHashMap<String, u16>,
+    /// Token secret hash → token id.
+    pub(crate) token_index: BTreeMap<crate::access::SecretHash, u64>,
     /// Reused encoding buffer (not state): saves an allocation per command.
     pub(crate) scratch: Vec<u8>,
 }
@@ -403,6 +410,7 @@ impl State {
             next_grant_id: 1,
             next_reservation_id: 1,
             next_webhook_id: 1,
+            next_token_id: 1,
             ..Default::default()
         }
     }
@@ -427,8 +435,12 @@ impl State {
     pub fn apply(&mut self, at_ms: u64, command: Command) -> Result<Applied> {
         let now_ms = self.now_ms.max(at_ms);
         let before = Before::of(self, now_ms);
-        let Command { request, op } = command;
-        let request_key = match self.admit(now_ms, request.as_ref(), &op)? {
+        let Command { request, actor, op } = command;
+        // Before the request id is looked at: a forbidden caller learns nothing of it.
+        if let Some(actor) = actor {
+            self.authorize_op(actor, now_ms, &op)?;
+        }
+        let request_key = match self.admit(now_ms, request.as_ref(), actor, &op)? {
             Admission::System => None,
             Admission::Fresh { key, payload } => Some((key, payload)),
             Admission::Duplicate(recorded) => {
@@ -442,7 +454,7 @@ impl State {
         };
         let mut ctx = Ctx::new(now_ms);
         let outcome = self
-            .dispatch(&mut ctx, op)
+            .dispatch(&mut ctx, actor, op)
             .inspect_err(|_| before.assert_unchanged_by_error(self, &ctx))?;
         self.advance(now_ms);
         self.events_emitted += ctx.events.len() as u64;
@@ -458,7 +470,13 @@ impl State {
 
     /// Checks a client command's request id (a system command has none): too old, too far
     /// ahead, reused with another payload, or one more than the cluster remembers is refused.
-    fn admit(&mut self, now_ms: u64, request: Option<&RequestMeta>, op: &Op) -> Result<Admission> {
+    fn admit(
+        &mut self,
+        now_ms: u64,
+        request: Option<&RequestMeta>,
+        actor: Option<u64>,
+        op: &Op,
+    ) -> Result<Admission> {
         let system = matches!(op, Op::Tick | Op::WebhookDelivered { .. });
         let meta = match request {
             None if system => return Ok(Admission::System),
@@ -471,7 +489,7 @@ impl State {
             Some(meta) => meta,
         };
         let key = self.check_request(now_ms, &meta.id, meta.sent_at_ms)?;
-        let payload = payload_fingerprint(&mut self.scratch, op);
+        let payload = payload_fingerprint(&mut self.scratch, actor, op);
         if let Some(entry) = self.dedup.map.get(&key) {
             if entry.forget_at_ms >= now_ms {
                 if entry.payload != payload {
@@ -541,7 +559,7 @@ impl State {
         Ok(fingerprint128(id.as_bytes()))
     }
 
-    fn dispatch(&mut self, ctx: &mut Ctx, op: Op) -> Result<Outcome> {
+    fn dispatch(&mut self, ctx: &mut Ctx, actor: Option<u64>, op: Op) -> Result<Outcome> {
         match op {
             Op::CreateNode(create) => self.create_node(ctx, create),
             Op::MoveNode { node, new_parent } => self.move_node(ctx, &node, &new_parent),
@@ -587,6 +605,24 @@ impl State {
             } => self.add_webhook(&root, url, secret, kinds),
             Op::RemoveWebhook { id } => self.remove_webhook(id),
             Op::WebhookDelivered { id, through_index } => self.webhook_delivered(id, through_index),
+            Op::CreateToken {
+                scope,
+                access,
+                name,
+                expires_in_ms,
+                secret_hash,
+            } => self.create_token(
+                ctx,
+                actor,
+                crate::access::NewToken {
+                    scope,
+                    access,
+                    name,
+                    expires_in_ms,
+                    secret_hash,
+                },
+            ),
+            Op::RevokeToken { id } => self.revoke_token(ctx, id),
         }
     }
 
@@ -798,8 +834,11 @@ impl PathIds {
     }
 }
 
-fn payload_fingerprint(scratch: &mut Vec<u8>, op: &Op) -> u64 {
+/// The fingerprint of what a request asks, and for whom: a request id reused by another token
+/// is a different payload, so a token never receives the answer another token's request got.
+fn payload_fingerprint(scratch: &mut Vec<u8>, actor: Option<u64>, op: &Op) -> u64 {
     scratch.clear();
+    scratch.extend_from_slice(&actor.unwrap_or(0).to_le_bytes());
     if let Err(e) = bincode::serde::encode_into_std_write(op, scratch, bincode::config::standard())
     {
         unreachable!("invariant `commands encode`: plain data into memory cannot fail: {e}");
@@ -836,6 +875,13 @@ fn recorded(outcome: &Outcome) -> Option<Recorded> {
             amount: *amount,
         },
         Outcome::Charged(s) => Recorded::Charged { charged: s.charged },
+        Outcome::TokenCreated {
+            token_id,
+            expires_at_ms,
+        } => Recorded::TokenCreated {
+            token_id: *token_id,
+            expires_at_ms: *expires_at_ms,
+        },
         Outcome::Denied(_) | Outcome::Ticked { .. } | Outcome::Duplicate(_) => return None,
     })
 }

@@ -1630,6 +1630,7 @@ fn cases(f: &Fixture) -> Vec<Case> {
         "missing request id",
         Command {
             request: None,
+            actor: None,
             op: good_op(),
         },
         InvalidArgument,
@@ -1670,6 +1671,7 @@ fn cases(f: &Fixture) -> Vec<Case> {
         "webhook-delivered for a missing webhook",
         Command {
             request: None,
+            actor: None,
             op: Op::WebhookDelivered {
                 id: 1,
                 through_index: 1,

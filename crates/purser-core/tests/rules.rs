@@ -5,6 +5,8 @@
 
 mod common;
 
+#[path = "rules/access.rs"]
+mod access;
 #[path = "rules/amount.rs"]
 mod amount;
 #[path = "rules/determinism.rs"]

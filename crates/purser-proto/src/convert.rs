@@ -117,6 +117,8 @@ pub fn status_from_error(err: &Error) -> tonic::Status {
         ErrorKind::AlreadyExists => tonic::Code::AlreadyExists,
         ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
         ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
+        ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
     };
     tonic::Status::new(code, err.message.clone())
 }
@@ -685,6 +687,7 @@ pub trait MutatingRequest: TryInto<Op, Error = ConvertError> + Sized {
         };
         Ok(Command {
             request: Some(request),
+            actor: None,
             op: self.try_into()?,
         })
     }
@@ -1122,6 +1125,13 @@ impl From<Recorded> for pb::Recorded {
                 Recorded::WebhookAdded { webhook_id } => {
                     rec::Kind::WebhookAdded(rec::WebhookAdded { webhook_id })
                 }
+                Recorded::TokenCreated {
+                    token_id,
+                    expires_at_ms,
+                } => rec::Kind::TokenCreated(rec::TokenCreated {
+                    token_id,
+                    expires_at_ms: expires_at_ms.unwrap_or(0),
+                }),
             }),
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod convert;
 pub mod report;
+pub mod token;
 pub mod webhook;
 
 /// The generated messages, clients and servers of package `purser.v1`.

@@ -30,6 +30,8 @@ pub struct NodeConfig {
     /// of a read index (one heartbeat round to a quorum). The lease assumes the members'
     /// clocks advance at the same rate; see docs/architecture.md.
     pub lease_reads: bool,
+    /// Client calls must carry a live token (`auth.rs`). Off only for `purser dev --no-auth`.
+    pub auth: bool,
 }
 
 impl NodeConfig {
@@ -51,6 +53,7 @@ impl NodeConfig {
             log_kept_after_snapshot: 1_000,
             tick_ms: 1_000,
             lease_reads: false,
+            auth: true,
             events_kept: purser_storage::store::EVENTS_KEPT,
         }
     }

@@ -90,9 +90,9 @@ async fn deliver(node: Weak<WritePath>, client: WebhookClient, hook: WebhookView
         };
         let records = match strong.sm.events_from(cursor.at + 1, EVENTS_READ_MAX) {
             Ok(records) => records,
-            Err(EventsError::NotKept { wanted, oldest }) => {
-                tracing::warn!(webhook = hook.id, wanted, oldest, "events before {oldest} are not kept on this member: they will not be delivered");
-                cursor.at = oldest.saturating_sub(1).max(cursor.at);
+            Err(EventsError::NotKept { wanted, next }) => {
+                tracing::warn!(webhook = hook.id, wanted, next, "events {wanted} to {next} (excluded) are not kept on this member: they will not be delivered");
+                cursor.at = next.saturating_sub(1).max(cursor.at);
                 continue;
             }
             Err(EventsError::Io(e)) => {
@@ -170,6 +170,7 @@ impl Cursor {
     async fn propose(&mut self, node: &WritePath, id: u64) -> Result<(), Stop> {
         let command = Command {
             request: None,
+            actor: None,
             op: Op::WebhookDelivered {
                 id,
                 through_index: self.at,

@@ -20,6 +20,7 @@
 #![warn(clippy::too_many_lines)]
 
 mod answered;
+pub mod auth;
 mod batcher;
 mod clock;
 pub mod config;

@@ -51,7 +51,7 @@ impl PurserNode {
         let metrics = Arc::new(Metrics::default());
         let (raft, sm) = open_raft(&config, &metrics).await?;
         let (peer_addr, peer_shutdown, peer_server) = serve_peers(&config, raft.clone()).await?;
-        let (path, queue) = WritePath::new(raft, sm, metrics, config.lease_reads);
+        let (path, queue) = WritePath::new(raft, sm, metrics, config.lease_reads, config.auth);
         let path = Arc::new(path);
         let webhooks =
             WebhookClient::new().map_err(|e| StartError::Config(format!("webhook TLS: {e}")))?;

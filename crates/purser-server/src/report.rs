@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use purser_core::{NodeRef, State};
+use purser_core::{Access, Need, NodeRef, State};
 use purser_proto::convert::status_from_error;
 use purser_proto::pb;
 use purser_storage::store::{RollupKey, Totals};
@@ -74,6 +74,29 @@ impl Query {
             filters,
             allow_stale: request.allow_stale,
         })
+    }
+
+    /// Keeps the report within what `caller` may see: a node filter must lie in its scope,
+    /// and a report without one is the report of its scope node.
+    pub fn restrict_to(&mut self, path: &WritePath, caller: Option<u64>) -> Result<(), Status> {
+        let Some(actor) = caller else {
+            return Ok(());
+        };
+        match &self.filters.node {
+            Some(node) => {
+                let node = NodeRef::try_from(node.clone())?;
+                path.authorize(caller, Need::Node(&node, Access::Viewer))?;
+            }
+            None => {
+                let scope = path
+                    .read_local(|state, _| state.token_scope(actor))
+                    .map_err(|e| status_from_error(&e))?;
+                self.filters.node = scope.map(|id| pb::NodeRef {
+                    node: Some(pb::node_ref::Node::Id(id)),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn by(&self, dimension: &str) -> bool {

@@ -17,6 +17,7 @@ use crate::service::budget::BudgetService;
 use crate::service::cluster::ClusterService;
 use crate::service::meter::MeterService;
 use crate::service::report::ReportService;
+use crate::service::token::TokenService;
 use crate::service::webhook::WebhookService;
 use crate::types::PeerNode;
 
@@ -44,6 +45,8 @@ pub struct Server {
     pub client_addr: SocketAddr,
     /// The HTTP report endpoint, when one was asked for.
     pub http_addr: Option<SocketAddr>,
+    /// Where a single-member cluster (`purser dev`) keeps its `/` admin token.
+    pub admin_token_file: Option<PathBuf>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -52,9 +55,11 @@ impl Server {
     pub async fn start(config: ServeConfig) -> Result<Server, StartError> {
         let node = PurserNode::start(config.node.clone()).await?;
         let (listener, client_addr) = crate::listen::bind(config.client_listen).await?;
-        if config.bootstrap_single {
-            bootstrap_single(&node, &config.node.client_addr).await?;
-        }
+        let admin_token_file = if config.bootstrap_single {
+            bootstrap_single(&node, &config.node).await?
+        } else {
+            None
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         let health_task = tokio::spawn(report_health(node.clone(), health));
         let (http_addr, http_task) = match config.http_listen {
@@ -89,6 +94,7 @@ impl Server {
             node,
             client_addr,
             http_addr,
+            admin_token_file,
             stop,
             task,
         })
@@ -149,26 +155,82 @@ fn client_router(node: &Arc<PurserNode>) -> Router {
         .add_service(ClusterService::server(node.clone()))
         .add_service(MeterService::server(path.clone()))
         .add_service(WebhookService::server(path.clone(), node.webhooks.clone()))
+        .add_service(TokenService::server(path.clone()))
         .add_service(ReportService::server(path))
 }
 
-/// Initializes a single-member cluster of `node` if its data directory is new.
-async fn bootstrap_single(node: &PurserNode, client_addr: &str) -> Result<(), StartError> {
+/// Initializes a single-member cluster of `node` if its data directory is new and, with
+/// authentication on, makes sure `<data-dir>/admin.token` holds a `/` admin token: the
+/// cluster's first, created here when the cluster has none. Returns that file.
+async fn bootstrap_single(
+    node: &PurserNode,
+    config: &NodeConfig,
+) -> Result<Option<PathBuf>, StartError> {
     let initialized = node
         .raft
         .is_initialized()
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-    if initialized {
-        return Ok(());
+    if !initialized {
+        let me = PeerNode {
+            peer_addr: node.peer_addr().to_string(),
+            client_addr: config.client_addr.clone(),
+        };
+        node.initialize(BTreeMap::from([(node.id, me)]))
+            .await
+            .map_err(StartError::Raft)?;
     }
-    let me = PeerNode {
-        peer_addr: node.peer_addr().to_string(),
-        client_addr: client_addr.to_owned(),
-    };
-    node.initialize(BTreeMap::from([(node.id, me)]))
+    if !config.auth {
+        return Ok(None);
+    }
+    let file = config.data_dir.join(ADMIN_TOKEN_FILE);
+    if file.exists() {
+        return Ok(Some(file));
+    }
+    node.raft
+        .wait(Some(BOOTSTRAP_WAIT))
+        .state(openraft::ServerState::Leader, "single member leads")
         .await
-        .map_err(StartError::Raft)
+        .map_err(|e| StartError::Raft(format!("no leadership to create the first token: {e}")))?;
+    if node.read_local(|state, _| !state.tokens(None).is_empty()) {
+        tracing::warn!(file = %file.display(), "the cluster has tokens but this file is gone: use a token you kept, or start over with a new data directory");
+        return Ok(None);
+    }
+    let (token, hash) =
+        crate::auth::new_token().map_err(|e| StartError::Raft(e.message().into()))?;
+    let request = purser_proto::pb::BootstrapRequest {
+        request_id: "bootstrap-dev".into(),
+        sent_at_ms: crate::clock::now_ms(),
+        token_hash: hash.to_vec(),
+    };
+    node.create_first_token(request)
+        .await
+        .map_err(|e| StartError::Raft(format!("creating the first token: {}", e.message())))?;
+    write_secret(&file, &token)
+        .map_err(|e| StartError::Storage(format!("{}: {e}", file.display())))?;
+    Ok(Some(file))
+}
+
+/// Where `purser dev` keeps its `/` admin token, in its data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// How long `purser dev` waits to lead its single-member cluster.
+const BOOTSTRAP_WAIT: Duration = Duration::from_secs(10);
+
+/// Writes a secret readable by its owner only (mode 0600), whole or not at all.
+pub fn write_secret(file: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let partial = file.with_extension("partial");
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)?;
+    out.write_all(secret.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.sync_all()?;
+    std::fs::rename(&partial, file)
 }
 
 /// A default single-node configuration: `purser dev`.

@@ -117,6 +117,8 @@ pub struct WritePath {
     pub sm: StateMachineStore,
     pub metrics: Arc<Metrics>,
     lease_reads: bool,
+    /// Calls must carry a live token (`auth.rs`).
+    pub(crate) auth: bool,
     queue: mpsc::Sender<Queued>,
     answered: Arc<Answered>,
 }
@@ -128,6 +130,7 @@ impl WritePath {
         sm: StateMachineStore,
         metrics: Arc<Metrics>,
         lease_reads: bool,
+        auth: bool,
     ) -> (Self, mpsc::Receiver<Queued>) {
         let (queue, queued) = mpsc::channel(WRITE_QUEUE_MAX);
         let path = WritePath {
@@ -135,6 +138,7 @@ impl WritePath {
             sm,
             metrics,
             lease_reads,
+            auth,
             queue,
             answered: Arc::new(Answered::default()),
         };

@@ -8,11 +8,7 @@ use std::time::{Duration, Instant};
 use purser_core::*;
 use purser_server::node::{NodeConfig, PurserNode, WriteError, Written};
 use purser_server::types::PeerNode;
-
-fn free_port() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
-}
+use purser_testkit::free_addr;
 
 struct Member {
     config: NodeConfig,
@@ -36,7 +32,7 @@ impl Cluster {
             let mut config = NodeConfig::new(
                 id,
                 dir.path().join(format!("n{id}")),
-                free_port(),
+                free_addr(),
                 format!("127.0.0.1:{}", 7600 + id),
             );
             config.heartbeat_ms = 50;

@@ -9,14 +9,8 @@ use std::time::{Duration, Instant};
 use purser_client::{health, pb, Client, ClientConfig, ClientError, Mutated};
 use purser_server::node::NodeConfig;
 use purser_server::serve::{ServeConfig, Server};
+use purser_testkit::free_addr;
 use tonic::Code;
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-}
 
 struct Member {
     config: ServeConfig,
@@ -26,6 +20,8 @@ struct Member {
 struct Cluster {
     dir: tempfile::TempDir,
     members: BTreeMap<u64, Member>,
+    /// The `/` admin token `Init` answered.
+    token: String,
 }
 
 fn member_config(dir: &std::path::Path, id: u64, tune: &dyn Fn(&mut NodeConfig)) -> ServeConfig {
@@ -75,8 +71,14 @@ impl Cluster {
                 })
                 .collect(),
         };
-        let cluster = Cluster { dir, members };
-        cluster.client().init(init).await.expect("init");
+        let mut cluster = Cluster {
+            dir,
+            members,
+            token: String::new(),
+        };
+        let answer = cluster.client().init(init).await.expect("init");
+        assert!(answer.admin_token.starts_with("purser_"), "{answer:?}");
+        cluster.token = answer.admin_token;
         cluster
     }
 
@@ -89,6 +91,7 @@ impl Cluster {
         Client::new(
             endpoints,
             ClientConfig {
+                token: Some(self.token.clone()),
                 call_timeout: Duration::from_secs(20),
                 ..Default::default()
             },
@@ -98,6 +101,7 @@ impl Cluster {
 
     fn client_of(&self, id: u64, call_timeout: Duration) -> Client {
         let config = ClientConfig {
+            token: Some(self.token.clone()),
             call_timeout,
             request_timeout: call_timeout,
             ..Default::default()
@@ -137,6 +141,14 @@ impl Cluster {
             .take()
             .expect("running");
         server.stop().await;
+    }
+
+    /// Starts a killed member again on its data directory and addresses.
+    async fn restart(&mut self, id: u64) {
+        let member = self.members.get_mut(&id).expect("member");
+        assert!(member.server.is_none(), "member {id} is running");
+        let server = Server::start(member.config.clone()).await.expect("restart");
+        member.server = Some(server);
     }
 
     /// Every running member applied the same index with the same state digest.
@@ -976,6 +988,102 @@ async fn watch_resumes_without_gaps_across_members_and_a_leader_kill() {
     assert!(not_yet.is_err(), "a future index waits for its event");
 }
 
+/// A member removed while the others applied, snapshotted and purged their logs, then added
+/// back with its data, catches up through a snapshot and never writes the events of the
+/// entries the snapshot covered.
+/// Watching it from 1 streams its own events, dense, and then OUT_OF_RANGE at the gap, never
+/// the events after the gap as if nothing were missing; past the gap it streams again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_caught_up_by_snapshot_refuses_the_events_it_never_applied() {
+    let mut cluster = Cluster::start(3, &|c| {
+        c.tick_ms = 3_600_000;
+        c.log_kept_after_snapshot = 0;
+    })
+    .await;
+    let client = cluster.client();
+    setup_root(&client, 1_000_000).await;
+    for i in 0..5 {
+        charge(&client, &format!("before-{i}"), 100).await;
+    }
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let behind = *cluster
+        .members
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    cluster.converged(Duration::from_secs(10)).await;
+    let had = drain(&cluster, behind, 1).await.len() as u64;
+    // Out of the membership, so that the others may purge the log it would need.
+    cluster.kill(behind).await;
+    client
+        .remove(pb::RemoveRequest { id: behind })
+        .await
+        .expect("remove");
+    for i in 0..10 {
+        charge(&client, &format!("while-down-{i}"), 100).await;
+    }
+    for id in cluster.members.keys().filter(|id| **id != behind) {
+        cluster
+            .client_of(*id, Duration::from_secs(15))
+            .snapshot(pb::SnapshotRequest { purge: true })
+            .await
+            .expect("snapshot and purge");
+    }
+    cluster.restart(behind).await;
+    let config = &cluster.members[&behind].config;
+    let add = pb::AddLearnerRequest {
+        id: behind,
+        peer_addr: config.node.peer_listen.to_string(),
+        client_addr: config.node.client_addr.clone(),
+        blocking: true,
+    };
+    client.add_learner(add).await.expect("add it back");
+    client
+        .promote(pb::PromoteRequest { id: behind })
+        .await
+        .expect("promote");
+    charge(&client, "after", 100).await;
+    cluster.converged(Duration::from_secs(20)).await;
+    let behind_status = cluster.status(behind).await.expect("status");
+    assert!(
+        behind_status.snapshot_index.is_some(),
+        "member {behind} caught up through a snapshot: {behind_status:?}"
+    );
+
+    let mut stream = open_watch(&cluster, behind, 1).await;
+    let mut indices = Vec::new();
+    let refused = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("an event or the refusal within 10 s")
+        {
+            Ok(Some(event)) => indices.push(event.index),
+            Ok(None) => panic!("the stream ended without a refusal after {indices:?}"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused}");
+    let expected: Vec<u64> = (1..=had).collect();
+    assert_eq!(indices, expected, "its own events, dense, up to the gap");
+    let gap = had + 1;
+    let at_gap = cluster
+        .client_of(behind, Duration::from_secs(5))
+        .watch(pb::WatchRequest {
+            from_index: gap,
+            kinds: vec![],
+            node: None,
+        })
+        .await
+        .expect_err("the gap is not kept");
+    assert_eq!(at_gap.code(), Code::OutOfRange, "{at_gap}");
+    // Past the gap the member streams what it applied after the snapshot, like the others.
+    let everyone = drain(&cluster, leader, 1).await;
+    let last = everyone.last().expect("events").index;
+    let tail = drain(&cluster, behind, last).await;
+    assert_eq!(tail.first().map(|e| e.index), Some(last));
+    assert_eq!(tail.as_slice(), &everyone[everyone.len() - 1..]);
+}
+
 /// Reports group and filter exactly like a brute-force sum over the charges made, over gRPC
 /// and over HTTP, and the CSV parses with a standard CSV reader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1106,11 +1214,14 @@ async fn reports_group_and_filter_like_a_brute_force_sum() {
         .http_addr
         .expect("http endpoint");
     let from = purser_client::now_ms() - 3_600_000;
-    let body = http_get(
-        http,
-        &format!("/v1/report?from={from}&group_by=user,model&format=csv"),
-    )
-    .await;
+    let target = format!("/v1/report?from={from}&group_by=user,model&format=csv");
+    let (code, body) = http_get(http, &target, Some(&cluster.token)).await;
+    assert_eq!(code, 200, "{body}");
+    // The HTTP side asks for a token like the gRPC side.
+    let (code, refused) = http_get(http, &target, None).await;
+    assert_eq!(code, 401, "{refused}");
+    let (code, refused) = http_get(http, &target, Some("purser_nope")).await;
+    assert_eq!(code, 401, "{refused}");
     let mut reader = csv::Reader::from_reader(body.as_bytes());
     let headers = reader.headers().expect("header").clone();
     let column = |name: &str| headers.iter().position(|h| h == name).expect(name);
@@ -1130,27 +1241,34 @@ async fn reports_group_and_filter_like_a_brute_force_sum() {
             .or_default() += amount;
     }
     assert_eq!(from_csv, expected);
-    let bad = http_get(http, &format!("/v1/report?from={from}&group_by=color")).await;
+    let bad = format!("/v1/report?from={from}&group_by=color");
+    let (code, bad) = http_get(http, &bad, Some(&cluster.token)).await;
+    assert_eq!(code, 400);
     assert!(bad.contains("cannot group by"), "{bad}");
 }
 
-async fn http_get(addr: SocketAddr, target: &str) -> String {
+/// The status code and body of `GET target`, with `Authorization: Bearer token` if given.
+async fn http_get(addr: SocketAddr, target: &str, token: Option<&str>) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     stream
-        .write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n{authorization}\r\n").as_bytes())
         .await
         .expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_owned())
 }
 
 /// Past the configured retention, events leave a member once folded into the rollups:
-/// `Watch` from an index no longer kept is OUT_OF_RANGE and names the oldest kept, while
+/// `Watch` from an index no longer kept is OUT_OF_RANGE and names the next one kept, while
 /// report totals are unchanged by the compaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn old_events_leave_after_folding_and_reports_keep_their_totals() {
@@ -1196,7 +1314,7 @@ async fn old_events_leave_after_folding_and_reports_keep_their_totals() {
         }
     };
     assert_eq!(refused.code(), Code::OutOfRange, "{refused}");
-    assert!(refused.to_string().contains("oldest kept"), "{refused}");
+    assert!(refused.to_string().contains("next kept here"), "{refused}");
     let rows = client.report(report.clone()).await.expect("report").rows;
     let (requests, cost) = total(rows);
     assert_eq!(cost - (requests - 500), 1_500, "compaction changed a total");

@@ -13,6 +13,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use purser_client::{pb, Client, ClientConfig};
 use purser_server::node::NodeConfig;
 use purser_server::serve::{dev_config, ServeConfig, Server};
+use purser_testkit::free_addr;
 use serde_json::Value;
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,17 +23,12 @@ const SECRET_B: &str = "receiver-b-secret-4567";
 
 // ---- a small cluster -----------------------------------------------------------------------
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-}
-
 struct Cluster {
     _dir: tempfile::TempDir,
     configs: BTreeMap<u64, ServeConfig>,
     servers: BTreeMap<u64, Server>,
+    /// The `/` admin token `Init` answered.
+    token: String,
 }
 
 impl Cluster {
@@ -69,12 +65,13 @@ impl Cluster {
                 })
                 .collect(),
         };
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             _dir: dir,
             configs,
             servers,
+            token: String::new(),
         };
-        cluster.client().init(init).await.expect("init");
+        cluster.token = cluster.client().init(init).await.expect("init").admin_token;
         cluster
     }
 
@@ -86,6 +83,7 @@ impl Cluster {
             .map(|id| self.configs[id].node.client_addr.clone())
             .collect();
         let config = ClientConfig {
+            token: Some(self.token.clone()),
             call_timeout: Duration::from_secs(20),
             ..Default::default()
         };

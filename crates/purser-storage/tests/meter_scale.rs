@@ -69,6 +69,7 @@ fn a_million_charges_fold_into_bounded_rollups_with_exact_totals() {
                 index: next_event,
                 log_index: i + 1,
                 at_ms: at,
+                actor: None,
                 event,
             });
             next_event += 1;

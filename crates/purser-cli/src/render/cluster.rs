@@ -56,6 +56,56 @@ impl Render for Members<'_> {
     }
 }
 
+/// Where `cluster init` put the cluster's first token.
+pub enum AdminToken {
+    /// Printed (empty: the member runs without authentication).
+    Shown(String),
+    /// Written to this file (mode 0600).
+    Written(std::path::PathBuf),
+}
+
+/// `cluster init`: the membership and the first token (scope `/`, admin), shown once.
+pub struct Initialized<'a> {
+    pub members: Members<'a>,
+    pub token: AdminToken,
+    pub token_id: u64,
+}
+
+impl Render for Initialized<'_> {
+    fn json(&self) -> Value {
+        let mut obj = Obj::new().set("members", members_json(self.members.members));
+        match &self.token {
+            AdminToken::Shown(token) if token.is_empty() => {}
+            AdminToken::Shown(token) => {
+                obj = obj.set("admin_token", token.clone());
+            }
+            AdminToken::Written(file) => {
+                obj = obj.set("admin_token_file", file.display().to_string());
+            }
+        }
+        if self.token_id != 0 {
+            obj = obj.set("admin_token_id", self.token_id);
+        }
+        obj.value()
+    }
+
+    fn text(&self) -> String {
+        let members = self.members.text();
+        match &self.token {
+            AdminToken::Shown(token) if token.is_empty() => members,
+            AdminToken::Shown(token) => format!(
+                "{members}\nadmin token {} (scope /, admin; shown only this once):\n{token}",
+                self.token_id
+            ),
+            AdminToken::Written(file) => format!(
+                "{members}\nadmin token {} (scope /, admin) written to {}",
+                self.token_id,
+                file.display()
+            ),
+        }
+    }
+}
+
 /// Who leads after `transfer-leader`.
 pub struct Leader {
     pub asked: u64,

@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod meter;
 pub mod names;
 pub mod report;
+pub mod token;
 pub mod webhook;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -1310,6 +1310,7 @@ impl Builder {
                 }
                 return Some(Command {
                     request: None,
+                    actor: None,
                     op: Op::PauseNode {
                         node: NodeRef::Id(node),
                     },

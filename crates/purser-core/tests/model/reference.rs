@@ -1803,10 +1803,14 @@ impl Model {
             Op::Charge(c) => self.charge(c, touched, &mut events)?,
             Op::SetConfig(p) => self.set_config(p)?,
             Op::Tick => self.tick(touched, &mut events),
-            // Webhook subscriptions are covered by tests/rules/webhook.rs; the generator does
-            // not produce them.
-            Op::AddWebhook { .. } | Op::RemoveWebhook { .. } | Op::WebhookDelivered { .. } => {
-                unreachable!("the model generates no webhook commands")
+            // Webhook subscriptions and tokens are covered by tests/rules/webhook.rs and
+            // tests/rules/access.rs; the generator does not produce them.
+            Op::AddWebhook { .. }
+            | Op::RemoveWebhook { .. }
+            | Op::WebhookDelivered { .. }
+            | Op::CreateToken { .. }
+            | Op::RevokeToken { .. } => {
+                unreachable!("the model generates no webhook or token commands")
             }
         };
         Ok(Applied { outcome, events })

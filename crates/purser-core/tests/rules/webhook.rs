@@ -26,7 +26,14 @@ fn added(w: &mut World, op: Op) -> u64 {
 
 fn delivered(w: &mut World, id: u64, through_index: u64) -> Result<Applied> {
     let op = Op::WebhookDelivered { id, through_index };
-    w.s.apply(w.now, Command { request: None, op })
+    w.s.apply(
+        w.now,
+        Command {
+            request: None,
+            actor: None,
+            op,
+        },
+    )
 }
 
 #[test]

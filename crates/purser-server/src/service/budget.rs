@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use pb::budget_server::{Budget, BudgetServer};
-use purser_core::{Error as CoreError, NodeRef, Outcome, State};
+use purser_core::{Access, Error as CoreError, Need, NodeRef, Outcome, State};
 use purser_proto::convert::{status_from_error, FromOutcome, MutatingRequest};
 use purser_proto::pb;
 use tonic::{Request, Response, Status};
@@ -22,6 +22,12 @@ pub struct BudgetService {
     path: Arc<WritePath>,
 }
 
+/// How `holds` and `grants` find the item with an id, and what reading it takes.
+struct ById<T> {
+    find: fn(&State, u64) -> Option<T>,
+    need: fn(u64) -> Need<'static>,
+}
+
 /// What `holds` and `grants` list: everything of one node, or the one item with an id.
 enum Listed {
     Node(pb::NodeRef),
@@ -36,30 +42,38 @@ impl BudgetService {
 
     async fn mutate<Req: MutatingRequest, Resp: FromOutcome>(
         &self,
+        caller: Option<u64>,
         request: Req,
     ) -> Result<Resp, Status> {
-        respond(&self.path, request.into_command()?).await
+        respond(&self.path, caller, request.into_command()?).await
     }
 
     /// A reservation: denied on the leader without a log entry when committed state already
     /// denies it (`WritePath::fast_denial`), otherwise written.
     async fn reserve_one(
         &self,
+        caller: Option<u64>,
         request: pb::ReserveRequest,
     ) -> Result<pb::ReserveResponse, Status> {
-        let command = request.into_command()?;
+        let command = self
+            .path
+            .authorize_command(caller, request.into_command()?)?;
         let mut response = match self.path.fast_denial(&command).await {
             Some((denial, log_index)) => {
                 pb::ReserveResponse::from_outcome(Outcome::Denied(denial), log_index)?
             }
-            None => respond(&self.path, command).await?,
+            None => respond(&self.path, caller, command).await?,
         };
         self.name_denied_node(response.denial_mut());
         Ok(response)
     }
 
-    async fn charge_one(&self, request: pb::ChargeRequest) -> Result<pb::ChargeResponse, Status> {
-        let mut response: pb::ChargeResponse = self.mutate(request).await?;
+    async fn charge_one(
+        &self,
+        caller: Option<u64>,
+        request: pb::ChargeRequest,
+    ) -> Result<pb::ChargeResponse, Status> {
+        let mut response: pb::ChargeResponse = self.mutate(caller, request).await?;
         self.name_denied_node(response.denial_mut());
         Ok(response)
     }
@@ -73,15 +87,16 @@ impl BudgetService {
         }
     }
 
-    /// One batch item, its failure carried in the item rather than failing the batch.
-    async fn batch_item(&self, item: pb::BatchItem) -> pb::BatchItemResult {
+    /// One batch item, its failure carried in the item rather than failing the batch. Each
+    /// item is judged alone: a batch may mix roots, and a forbidden item fails by itself.
+    async fn batch_item(&self, caller: Option<u64>, item: pb::BatchItem) -> pb::BatchItemResult {
         use pb::batch_item::Op;
         use pb::batch_item_result::Result as Item;
         let result = match item.op {
-            Some(Op::Reserve(r)) => self.reserve_one(r).await.map(Item::Reserve),
-            Some(Op::Commit(r)) => self.mutate(r).await.map(Item::Commit),
-            Some(Op::Release(r)) => self.mutate(r).await.map(Item::Release),
-            Some(Op::Charge(r)) => self.charge_one(r).await.map(Item::Charge),
+            Some(Op::Reserve(r)) => self.reserve_one(caller, r).await.map(Item::Reserve),
+            Some(Op::Commit(r)) => self.mutate(caller, r).await.map(Item::Commit),
+            Some(Op::Release(r)) => self.mutate(caller, r).await.map(Item::Release),
+            Some(Op::Charge(r)) => self.charge_one(caller, r).await.map(Item::Charge),
             None => Err(Status::invalid_argument("a batch item needs an operation")),
         };
         pb::BatchItemResult {
@@ -96,26 +111,39 @@ impl BudgetService {
 
     /// The one shape of `holds` and `grants`: a node's items (`of_node`), or the item with an
     /// id (`by_id`), none if it does not exist.
+    /// The caller needs viewer access to the node, or to the node the item with the id is on
+    /// (`by_id.need`); an id that names nothing lists nothing.
     async fn list<T>(
         &self,
+        caller: Option<u64>,
         allow_stale: bool,
         listed: Listed,
         of_node: fn(&State, u64) -> Result<Vec<T>, CoreError>,
-        by_id: fn(&State, u64) -> Option<T>,
+        by_id: ById<T>,
     ) -> Result<Vec<T>, Status> {
         match listed {
             Listed::Node(node) => {
                 let node = NodeRef::try_from(node)?;
+                self.path
+                    .authorize(caller, Need::Node(&node, Access::Viewer))?;
                 read(&self.path, allow_stale, |state, _| {
                     state.resolve(&node).and_then(|id| of_node(state, id))
                 })
                 .await?
                 .map_err(|e| status_from_error(&e))
             }
-            Listed::Id(id) => Ok(read(&self.path, allow_stale, |state, _| by_id(state, id))
-                .await?
-                .into_iter()
-                .collect()),
+            Listed::Id(id) => {
+                match self.path.authorize(caller, (by_id.need)(id)) {
+                    Err(status) if status.code() == tonic::Code::NotFound => return Ok(Vec::new()),
+                    denied => denied?,
+                };
+                Ok(
+                    read(&self.path, allow_stale, |state, _| (by_id.find)(state, id))
+                        .await?
+                        .into_iter()
+                        .collect(),
+                )
+            }
         }
     }
 }
@@ -126,34 +154,47 @@ impl Budget for BudgetService {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        Ok(Response::new(self.reserve_one(request.into_inner()).await?))
+        let caller = self.path.caller(request.metadata())?;
+        Ok(Response::new(
+            self.reserve_one(caller, request.into_inner()).await?,
+        ))
     }
 
     async fn commit(
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        Ok(Response::new(self.mutate(request.into_inner()).await?))
+        let caller = self.path.caller(request.metadata())?;
+        Ok(Response::new(
+            self.mutate(caller, request.into_inner()).await?,
+        ))
     }
 
     async fn release(
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        Ok(Response::new(self.mutate(request.into_inner()).await?))
+        let caller = self.path.caller(request.metadata())?;
+        Ok(Response::new(
+            self.mutate(caller, request.into_inner()).await?,
+        ))
     }
 
     async fn charge(
         &self,
         request: Request<pb::ChargeRequest>,
     ) -> Result<Response<pb::ChargeResponse>, Status> {
-        Ok(Response::new(self.charge_one(request.into_inner()).await?))
+        let caller = self.path.caller(request.metadata())?;
+        Ok(Response::new(
+            self.charge_one(caller, request.into_inner()).await?,
+        ))
     }
 
     async fn batch(
         &self,
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
+        let caller = self.path.caller(request.metadata())?;
         let items = request.into_inner().items;
         if items.len() > BATCH_ITEMS_MAX {
             return Err(Status::invalid_argument(format!(
@@ -166,7 +207,7 @@ impl Budget for BudgetService {
         }
         // Every item is queued before any is awaited (join_all polls them in order), so
         // they usually share one log entry.
-        let items = items.into_iter().map(|item| self.batch_item(item));
+        let items = items.into_iter().map(|item| self.batch_item(caller, item));
         let results = futures_util::future::join_all(items).await;
         Ok(Response::new(pb::BatchResponse { results }))
     }
@@ -175,8 +216,11 @@ impl Budget for BudgetService {
         &self,
         request: Request<pb::ShowRequest>,
     ) -> Result<Response<pb::ShowResponse>, Status> {
+        let caller = self.path.caller(request.metadata())?;
         let request = request.into_inner();
         let node = node_ref(request.node)?;
+        self.path
+            .authorize(caller, Need::Node(&node, Access::Viewer))?;
         let at = now_ms();
         let view = read(&self.path, request.allow_stale, |state, _| {
             state.resolve(&node).and_then(|id| state.node_view(id, at))
@@ -192,8 +236,11 @@ impl Budget for BudgetService {
         &self,
         request: Request<pb::UsageRequest>,
     ) -> Result<Response<pb::UsageResponse>, Status> {
+        let caller = self.path.caller(request.metadata())?;
         let request = request.into_inner();
         let node = node_ref(request.node)?;
+        self.path
+            .authorize(caller, Need::Node(&node, Access::Viewer))?;
         let at = now_ms();
         let (id, path, limits) = read(&self.path, request.allow_stale, |state, _| {
             let id = state.resolve(&node)?;
@@ -213,6 +260,7 @@ impl Budget for BudgetService {
         request: Request<pb::HoldsRequest>,
     ) -> Result<Response<pb::HoldsResponse>, Status> {
         use pb::holds_request::Target;
+        let caller = self.path.caller(request.metadata())?;
         let request = request.into_inner();
         let listed = match request.target {
             Some(Target::Node(node)) => Listed::Node(node),
@@ -224,7 +272,16 @@ impl Budget for BudgetService {
             }
         };
         let holds = self
-            .list(request.allow_stale, listed, State::holds_of, State::hold)
+            .list(
+                caller,
+                request.allow_stale,
+                listed,
+                State::holds_of,
+                ById {
+                    find: State::hold,
+                    need: |id| Need::Reservation(id, Access::Viewer),
+                },
+            )
             .await?;
         Ok(Response::new(pb::HoldsResponse {
             holds: holds.into_iter().map(Into::into).collect(),
@@ -236,6 +293,7 @@ impl Budget for BudgetService {
         request: Request<pb::GrantsRequest>,
     ) -> Result<Response<pb::GrantsResponse>, Status> {
         use pb::grants_request::Target;
+        let caller = self.path.caller(request.metadata())?;
         let request = request.into_inner();
         let listed = match request.target {
             Some(Target::Node(node)) => Listed::Node(node),
@@ -243,7 +301,16 @@ impl Budget for BudgetService {
             None => return Err(Status::invalid_argument("a node or a grant id is required")),
         };
         let grants = self
-            .list(request.allow_stale, listed, State::grants_of, State::grant)
+            .list(
+                caller,
+                request.allow_stale,
+                listed,
+                State::grants_of,
+                ById {
+                    find: State::grant,
+                    need: |id| Need::Grant(id, Access::Viewer),
+                },
+            )
             .await?;
         Ok(Response::new(pb::GrantsResponse {
             grants: grants.into_iter().map(Into::into).collect(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use pb::cluster_server::{Cluster, ClusterServer};
+use purser_core::{Access, Need};
 use purser_proto::convert::digest_hex;
 use purser_proto::pb;
 use tonic::{Request, Response, Status};
@@ -19,6 +20,8 @@ use crate::write::WriteError;
 
 /// How long `Init` and `TransferLeader` wait to see the change they asked for.
 const MEMBERSHIP_WAIT: Duration = Duration::from_secs(5);
+/// How long `Init` tries to create the cluster's first token.
+const BOOTSTRAP_WAIT: Duration = Duration::from_secs(20);
 /// How long `Cluster.Snapshot` waits for the snapshot it asked for.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
 
@@ -50,6 +53,45 @@ impl ClusterService {
                 voter: voters.contains(id),
             })
             .collect()
+    }
+
+    /// The caller of `metadata` must hold a `/` token with at least `access`.
+    fn cluster_caller<T>(&self, request: &Request<T>, access: Access) -> Result<(), Status> {
+        let caller = self.node.caller(request.metadata())?;
+        self.node.authorize(caller, Need::Cluster(access))?;
+        Ok(())
+    }
+
+    /// Creates the cluster's first token (scope `/`, admin) through the leader, which may be
+    /// another member: the one that took `Init` does not always win the first election.
+    async fn bootstrap(&self) -> Result<(String, u64), Status> {
+        let (token, hash) = crate::auth::new_token()?;
+        let request = pb::BootstrapRequest {
+            request_id: format!("bootstrap-{}", &token[token.len() - 16..]),
+            sent_at_ms: crate::clock::now_ms(),
+            token_hash: hash.to_vec(),
+        };
+        let deadline = tokio::time::Instant::now() + BOOTSTRAP_WAIT;
+        let mut last = Status::unavailable("no leader yet");
+        while tokio::time::Instant::now() < deadline {
+            let answered = match self.node.leader() {
+                Some((id, _)) if id == self.node.id => {
+                    self.node.create_first_token(request.clone()).await
+                }
+                Some((_, leader)) => bootstrap_on(&leader.client_addr, request.clone()).await,
+                None => Err(Status::unavailable("no leader yet")),
+            };
+            match answered {
+                Ok(token_id) => return Ok((token, token_id)),
+                Err(status) if status.code() == tonic::Code::Unavailable => last = status,
+                Err(status) => return Err(status),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(Status::unavailable(format!(
+            "the cluster is initialized but its first token was not created ({}): call Init again on any member",
+            last.message()
+        )))
     }
 
     /// A failed membership change: a redirect when another member leads, otherwise why.
@@ -147,8 +189,15 @@ impl Cluster for ClusterService {
         let _ = self
             .wait_for(MEMBERSHIP_WAIT, |m| voters(m) == wanted)
             .await;
+        let (admin_token, admin_token_id) = if self.node.auth_enabled() {
+            self.bootstrap().await?
+        } else {
+            (String::new(), 0)
+        };
         Ok(Response::new(pb::InitResponse {
             members: self.members(),
+            admin_token,
+            admin_token_id,
         }))
     }
 
@@ -156,6 +205,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::AddLearnerResponse>, Status> {
+        self.cluster_caller(&request, Access::Admin)?;
         let r = request.into_inner();
         let node = PeerNode {
             peer_addr: r.peer_addr,
@@ -177,6 +227,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::PromoteResponse>, Status> {
+        self.cluster_caller(&request, Access::Admin)?;
         let id = request.into_inner().id;
         let written = self
             .node
@@ -194,6 +245,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RemoveRequest>,
     ) -> Result<Response<pb::RemoveResponse>, Status> {
+        self.cluster_caller(&request, Access::Admin)?;
         let id = request.into_inner().id;
         let raft = &self.node.raft;
         let mut last = None;
@@ -219,6 +271,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        self.cluster_caller(&request, Access::Admin)?;
         let id = request.into_inner().id;
         let me = self.node.id;
         if !self.node.is_leader() {
@@ -252,6 +305,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
+        self.cluster_caller(&request, Access::Admin)?;
         let metrics = &self.node.metrics;
         let histograms = metrics
             .histograms()
@@ -278,6 +332,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        self.cluster_caller(&request, Access::Admin)?;
         let purge = request.into_inner().purge;
         let raft = &self.node.raft;
         let applied = self
@@ -308,8 +363,9 @@ impl Cluster for ClusterService {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.cluster_caller(&request, Access::Viewer)?;
         let metrics = self.metrics();
         let leader_client_addr = self
             .node
@@ -337,4 +393,28 @@ impl Cluster for ClusterService {
             state_now_ms,
         }))
     }
+
+    async fn bootstrap(
+        &self,
+        request: Request<pb::BootstrapRequest>,
+    ) -> Result<Response<pb::BootstrapResponse>, Status> {
+        let token_id = self.node.create_first_token(request.into_inner()).await?;
+        Ok(Response::new(pb::BootstrapResponse { token_id }))
+    }
+}
+
+/// `Bootstrap` on the member at `client_addr` (the leader).
+async fn bootstrap_on(client_addr: &str, request: pb::BootstrapRequest) -> Result<u64, Status> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{client_addr}"))
+        .map_err(|e| Status::internal(format!("leader address {client_addr:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("leader at {client_addr}: {e}")))?;
+    let response = pb::cluster_client::ClusterClient::new(channel)
+        .bootstrap(request)
+        .await?;
+    Ok(response.into_inner().token_id)
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures_util::Stream;
 use pb::meter_server::{Meter, MeterServer};
 use purser_core::webhook::{is_event_kind, kind_matches};
-use purser_core::NodeRef;
+use purser_core::{Access, Need, NodeRef};
 use purser_proto::convert::status_from_error;
 use purser_proto::pb;
 use purser_storage::store::{EventRecord, EventsError};
@@ -67,6 +67,7 @@ fn to_wire(
         kind,
         node_id,
         json: json.to_string(),
+        token_id: record.actor.unwrap_or(0),
     }
 }
 
@@ -81,8 +82,14 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + S
 type Sent = mpsc::Sender<Result<pb::WatchEvent, Status>>;
 
 impl MeterService {
-    /// What a request asks to see, checked.
-    fn filter(&self, kinds: Vec<String>, node: Option<pb::NodeRef>) -> Result<Filter, Status> {
+    /// What a request asks to see, checked: never more than the caller's scope (a watch
+    /// without a node is a watch of the caller's scope node).
+    fn filter(
+        &self,
+        caller: Option<u64>,
+        kinds: Vec<String>,
+        node: Option<pb::NodeRef>,
+    ) -> Result<Filter, Status> {
         if kinds.len() > WATCH_KINDS_MAX {
             return Err(Status::invalid_argument(format!(
                 "at most {WATCH_KINDS_MAX} kinds"
@@ -93,16 +100,29 @@ impl MeterService {
                 "unknown event kind {unknown:?}: usage, monetization, balance, governance or governance.<kind>"
             )));
         }
-        let subtree = match node {
-            None => None,
+        let top = match node {
             Some(node) => {
                 let node = NodeRef::try_from(node)?;
-                let path = self
-                    .path
-                    .read_local(|state, _| state.resolve(&node).and_then(|id| state.path_of(id)))
-                    .map_err(|e| status_from_error(&e))?;
-                Some(path)
+                self.path
+                    .authorize(caller, Need::Node(&node, Access::Viewer))?;
+                Some(node)
             }
+            None => match caller {
+                Some(actor) => self
+                    .path
+                    .read_local(|state, _| state.token_scope(actor))
+                    .map_err(|e| status_from_error(&e))?
+                    .map(NodeRef::Id),
+                None => None,
+            },
+        };
+        let subtree = match top {
+            None => None,
+            Some(node) => Some(
+                self.path
+                    .read_local(|state, _| state.resolve(&node).and_then(|id| state.path_of(id)))
+                    .map_err(|e| status_from_error(&e))?,
+            ),
         };
         Ok(Filter { kinds, subtree })
     }
@@ -161,8 +181,9 @@ impl Meter for MeterService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.path.caller(request.metadata())?;
         let request = request.into_inner();
-        let filter = self.filter(request.kinds, request.node)?;
+        let filter = self.filter(caller, request.kinds, request.node)?;
         let cursor = request.from_index.max(1);
         // Refuse at once what is not kept, rather than in the middle of the stream.
         self.path.sm.events_from(cursor, 1).map_err(events_status)?;

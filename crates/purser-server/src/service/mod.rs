@@ -8,6 +8,7 @@ pub mod budget;
 pub mod cluster;
 pub mod meter;
 pub mod report;
+pub mod token;
 pub mod webhook;
 
 use purser_core::{Command, NodeRef, State};
@@ -21,8 +22,14 @@ use crate::write::WritePath;
 /// Largest client message accepted (a request with many tags or role limits stays far below).
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 4 << 20;
 
-/// Writes `command` and answers with what its outcome says.
-async fn respond<Resp: FromOutcome>(path: &WritePath, command: Command) -> Result<Resp, Status> {
+/// Writes `command` for `caller` (refused here if the caller may not: `auth.rs`) and answers
+/// with what its outcome says.
+async fn respond<Resp: FromOutcome>(
+    path: &WritePath,
+    caller: Option<u64>,
+    command: Command,
+) -> Result<Resp, Status> {
+    let command = path.authorize_command(caller, command)?;
     let written = path.write(command).await?;
     let applied = written.result.map_err(|e| status_from_error(&e))?;
     Ok(Resp::from_outcome(applied.outcome, written.log_index)?)

@@ -26,7 +26,9 @@ impl Reports for ReportService {
         &self,
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
-        let query = Query::parse(request.into_inner())?;
+        let caller = self.path.caller(request.metadata())?;
+        let mut query = Query::parse(request.into_inner())?;
+        query.restrict_to(&self.path, caller)?;
         let rows = run(&self.path, &query).await?;
         Ok(Response::new(pb::ReportResponse { rows }))
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pb::webhook_server::{Webhook, WebhookServer};
-use purser_core::{NodeRef, State, WebhookView};
+use purser_core::{Access, Need, NodeRef, State, WebhookView};
 use purser_proto::convert::{status_from_error, MutatingRequest};
 use purser_proto::pb;
 use purser_proto::webhook::{root_ref, webhook_view};
@@ -28,10 +28,16 @@ impl WebhookService {
     }
 
     /// The subscriptions `TestWebhook` pings: one by id, or every one of a root.
-    fn to_test(&self, request: pb::TestWebhookRequest) -> Result<Vec<WebhookView>, Status> {
+    /// The caller needs admin access over the root the subscriptions belong to.
+    fn to_test(
+        &self,
+        caller: Option<u64>,
+        request: pb::TestWebhookRequest,
+    ) -> Result<Vec<WebhookView>, Status> {
         match (request.webhook_id, request.root) {
             (0, None) => Err(Status::invalid_argument("give a webhook_id or a root")),
             (id, None) => {
+                self.path.authorize(caller, Need::Webhook(id))?;
                 let hook = self.path.read_local(|state, _| state.webhook(id));
                 Ok(vec![hook.ok_or_else(|| {
                     Status::not_found(format!("webhook {id} does not exist"))
@@ -39,6 +45,8 @@ impl WebhookService {
             }
             (0, Some(root)) => {
                 let root = NodeRef::try_from(root)?;
+                self.path
+                    .authorize(caller, Need::Root(&root, Access::Admin))?;
                 self.path
                     .read_local(|state, _| root_id(state, &root).map(|id| state.webhooks_of(id)))
             }
@@ -66,23 +74,28 @@ impl Webhook for WebhookService {
         &self,
         request: Request<pb::AddWebhookRequest>,
     ) -> Result<Response<pb::AddWebhookResponse>, Status> {
+        let caller = self.path.caller(request.metadata())?;
         let command = request.into_inner().into_command()?;
-        Ok(Response::new(respond(&self.path, command).await?))
+        Ok(Response::new(respond(&self.path, caller, command).await?))
     }
 
     async fn remove_webhook(
         &self,
         request: Request<pb::RemoveWebhookRequest>,
     ) -> Result<Response<pb::RemoveWebhookResponse>, Status> {
+        let caller = self.path.caller(request.metadata())?;
         let command = request.into_inner().into_command()?;
-        Ok(Response::new(respond(&self.path, command).await?))
+        Ok(Response::new(respond(&self.path, caller, command).await?))
     }
 
     async fn list_webhooks(
         &self,
         request: Request<pb::ListWebhooksRequest>,
     ) -> Result<Response<pb::ListWebhooksResponse>, Status> {
+        let caller = self.path.caller(request.metadata())?;
         let root = root_ref(request.into_inner().root)?;
+        self.path
+            .authorize(caller, Need::Root(&root, Access::Admin))?;
         let listed = self
             .path
             .read(|state, _| {
@@ -108,7 +121,8 @@ impl Webhook for WebhookService {
         &self,
         request: Request<pb::TestWebhookRequest>,
     ) -> Result<Response<pb::TestWebhookResponse>, Status> {
-        let hooks = self.to_test(request.into_inner())?;
+        let caller = self.path.caller(request.metadata())?;
+        let hooks = self.to_test(caller, request.into_inner())?;
         // At most `WEBHOOKS_PER_ROOT_MAX` pings, concurrently, each bounded by `POST_TIMEOUT`.
         let pings = hooks.into_iter().map(|hook| async move {
             let started = Instant::now();

@@ -79,6 +79,8 @@ pub struct EventRecord {
     pub index: u64,
     pub log_index: u64,
     pub at_ms: u64,
+    /// The token whose command emitted it (the audit trail); `None` for system commands.
+    pub actor: Option<u64>,
     pub event: Event,
 }
 
@@ -86,8 +88,10 @@ pub struct EventRecord {
 pub enum EventsError {
     /// This member does not keep the requested event: it was pruned, or the member joined
     /// through a snapshot taken after it.
-    #[error("event {wanted} is not kept on this member; the oldest kept here is {oldest}")]
-    NotKept { wanted: u64, oldest: u64 },
+    /// `next` is the first event this member keeps after `wanted`: the oldest it keeps when
+    /// retention pruned what came before, the first after a snapshot it caught up through.
+    #[error("event {wanted} is not kept on this member; the next kept here is {next}")]
+    NotKept { wanted: u64, next: u64 },
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -169,29 +173,37 @@ impl StateMachineStore {
         f(&applied.state, applied.last_applied)
     }
 
-    /// Up to `max` events from index `from` on, in order, as far as this member has applied.
+    /// Up to `max` events from index `from` on, in order and without a gap, as far as this
+    /// member has applied. The answer stops short of a gap: a member that caught up through a
+    /// snapshot never wrote the events of the entries the snapshot covered, and a watcher
+    /// reading past its own events must be told so (the next call, from the gap, is
+    /// [`EventsError::NotKept`]) rather than be handed the events after it as if complete.
     pub fn events_from(&self, from: u64, max: usize) -> Result<Vec<EventRecord>, EventsError> {
         let from = from.max(1);
         let iter = self.db.iterator_cf(
             cf(&self.db, CF_EVENTS),
             IteratorMode::From(&from.to_be_bytes(), Direction::Forward),
         );
-        let mut records = Vec::new();
+        let mut records: Vec<EventRecord> = Vec::new();
         for item in iter.take(max) {
             let (_, value) = item.map_err(rocks)?;
             let record: EventRecord = decode(&value)?;
-            if records.is_empty() && record.index != from {
-                return Err(EventsError::NotKept {
-                    wanted: from,
-                    oldest: record.index,
-                });
+            let expected = records.last().map_or(from, |last| last.index + 1);
+            if record.index != expected {
+                if records.is_empty() {
+                    return Err(EventsError::NotKept {
+                        wanted: from,
+                        next: record.index,
+                    });
+                }
+                break;
             }
             records.push(record);
         }
         if records.is_empty() && from < *self.events_written.borrow() {
             return Err(EventsError::NotKept {
                 wanted: from,
-                oldest: *self.events_written.borrow() + 1,
+                next: *self.events_written.borrow() + 1,
             });
         }
         Ok(records)
@@ -308,6 +320,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Normal(Batch { at_ms, commands }) => {
                         let mut results = Vec::with_capacity(commands.len());
                         for command in commands {
+                            let actor = command.actor;
                             let result = applied.state.apply(at_ms, command);
                             if let Ok(done) = &result {
                                 let records: Vec<EventRecord> = done
@@ -318,6 +331,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                         index: applied.next_event + i as u64,
                                         log_index: entry.log_id.index,
                                         at_ms,
+                                        actor,
                                         event: event.clone(),
                                     })
                                     .collect();
@@ -392,8 +406,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             next_event: stored.next_event,
         };
         drop(applied);
-        // Events before the snapshot that this member never applied stay missing here: a
-        // watcher asking for them is told they are not kept (`EventsError::NotKept`).
+        // Events before the snapshot that this member never applied stay missing here, a
+        // gap after the events it did apply: `events_from` stops at the gap and a watcher
+        // asking for them is told they are not kept (`EventsError::NotKept`).
         self.events_written.send_replace(stored.next_event - 1);
         Ok(())
     }

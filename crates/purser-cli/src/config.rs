@@ -61,6 +61,19 @@ pub struct Settings {
     #[arg(long, env = "PURSER_EVENTS_KEPT", value_name = "N")]
     #[serde(alias = "events-kept")]
     pub events_kept: Option<u64>,
+    /// Deliver webhooks to loopback, private and link-local addresses too (refused by
+    /// default: a tenant's webhook must not reach into the cluster's own network).
+    #[arg(
+        long,
+        env = "PURSER_WEBHOOK_ALLOW_PRIVATE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    #[serde(alias = "webhook-allow-private")]
+    pub webhook_allow_private: Option<bool>,
 }
 
 impl Settings {
@@ -75,6 +88,9 @@ impl Settings {
             http_listen: self.http_listen.or(fallback.http_listen),
             lease_reads: self.lease_reads.or(fallback.lease_reads),
             events_kept: self.events_kept.or(fallback.events_kept),
+            webhook_allow_private: self
+                .webhook_allow_private
+                .or(fallback.webhook_allow_private),
         }
     }
 
@@ -101,6 +117,7 @@ const KEYS: &[&str] = &[
     "http_listen",
     "lease_reads",
     "events_kept",
+    "webhook_allow_private",
 ];
 
 /// A TOML error on one line: where, the line itself (which names the key), and what is wrong.
@@ -134,6 +151,7 @@ pub struct Effective {
     pub http_listen: Option<SocketAddr>,
     pub lease_reads: bool,
     pub events_kept: u64,
+    pub webhook_allow_private: bool,
 }
 
 /// A setting without a default that nothing set.
@@ -197,6 +215,7 @@ impl Effective {
             http_listen,
             lease_reads: s.lease_reads.unwrap_or(false),
             events_kept: s.events_kept.unwrap_or(purser_server::store::EVENTS_KEPT),
+            webhook_allow_private: s.webhook_allow_private.unwrap_or(false),
         })
     }
 }
@@ -210,14 +229,15 @@ impl fmt::Display for Effective {
         write!(
             f,
             "id={} listen={} peer_listen={} data_dir={} advertise={} http_listen={http} \
-             lease_reads={} events_kept={}",
+             lease_reads={} events_kept={} webhook_allow_private={}",
             self.id,
             self.listen,
             self.peer_listen,
             self.data_dir.display(),
             self.advertise,
             self.lease_reads,
-            self.events_kept
+            self.events_kept,
+            self.webhook_allow_private
         )
     }
 }
@@ -239,6 +259,7 @@ mod tests {
             http_listen = "127.0.0.1:7801"
             lease_reads = true
             events_kept = 5_000
+            webhook-allow-private = true
         "#;
         let s = Settings::parse(text).unwrap();
         assert_eq!(
@@ -252,6 +273,7 @@ mod tests {
                 http_listen: Some("127.0.0.1:7801".into()),
                 lease_reads: Some(true),
                 events_kept: Some(5_000),
+                webhook_allow_private: Some(true),
             }
         );
         let e = Effective::of(s).unwrap();
@@ -259,7 +281,7 @@ mod tests {
             e.to_string(),
             "id=2 listen=0.0.0.0:7601 peer_listen=0.0.0.0:7701 data_dir=/var/lib/purser/2 \
              advertise=10.0.0.2:7601 http_listen=127.0.0.1:7801 lease_reads=true \
-             events_kept=5000"
+             events_kept=5000 webhook_allow_private=true"
         );
     }
 

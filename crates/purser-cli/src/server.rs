@@ -29,6 +29,10 @@ pub struct DevArgs {
     /// DIR/admin.token, which the CLI reads when run from the directory of ./purser-data.
     #[arg(long)]
     pub no_auth: bool,
+    /// Deliver webhooks to loopback, private and link-local addresses too (a receiver on
+    /// this machine, while developing).
+    #[arg(long)]
+    pub webhook_allow_private: bool,
     /// The newest events this member keeps for `watch` and webhooks (at least 1000); older
     /// ones leave once folded into the report rollups.
     #[arg(long, value_name = "N", default_value_t = purser_server::store::EVENTS_KEPT)]
@@ -81,6 +85,7 @@ pub async fn dev(a: DevArgs) -> Result<(), CliError> {
     config.node.lease_reads = a.lease_reads;
     config.node.events_kept = a.events_kept;
     config.node.auth = !a.no_auth;
+    config.node.webhook_allow_private = a.webhook_allow_private;
     let server = Server::start(config)
         .await
         .map_err(|e| CliError(format!("cannot start: {e}")))?;
@@ -128,6 +133,7 @@ pub async fn serve(a: ServeArgs) -> Result<(), CliError> {
     );
     node.lease_reads = config.lease_reads;
     node.events_kept = config.events_kept;
+    node.webhook_allow_private = config.webhook_allow_private;
     let server = Server::start(ServeConfig {
         node,
         client_listen: config.listen,

@@ -32,6 +32,8 @@ pub struct NodeConfig {
     pub lease_reads: bool,
     /// Client calls must carry a live token (`auth.rs`). Off only for `purser dev --no-auth`.
     pub auth: bool,
+    /// Deliver webhooks to loopback, private and link-local addresses too (`webhook.rs`).
+    pub webhook_allow_private: bool,
 }
 
 impl NodeConfig {
@@ -54,6 +56,7 @@ impl NodeConfig {
             tick_ms: 1_000,
             lease_reads: false,
             auth: true,
+            webhook_allow_private: false,
             events_kept: purser_storage::store::EVENTS_KEPT,
         }
     }

@@ -53,8 +53,8 @@ impl PurserNode {
         let (peer_addr, peer_shutdown, peer_server) = serve_peers(&config, raft.clone()).await?;
         let (path, queue) = WritePath::new(raft, sm, metrics, config.lease_reads, config.auth);
         let path = Arc::new(path);
-        let webhooks =
-            WebhookClient::new().map_err(|e| StartError::Config(format!("webhook TLS: {e}")))?;
+        let webhooks = WebhookClient::new(config.webhook_allow_private)
+            .map_err(|e| StartError::Config(format!("webhook TLS: {e}")))?;
         let tick_every = Duration::from_millis(config.tick_ms);
         let mut tasks = vec![peer_server];
         tasks.extend(crate::tasks::start(

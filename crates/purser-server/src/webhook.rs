@@ -7,13 +7,18 @@
 //! same `t` in `Purser-Timestamp`. A receiver recomputes it over the raw body, compares in
 //! constant time, and rejects timestamps too far from its clock (replays).
 
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -118,24 +123,120 @@ pub enum PostError {
     Timeout,
     #[error("{0}")]
     Http(String),
+    #[error("{0} is a loopback, private or link-local address: refused (a member started with --webhook-allow-private delivers there)")]
+    Refused(String),
+}
+
+/// The IP address a URL names literally (`http://10.0.0.1/`, `http://[::1]:80/`), if any.
+fn literal_ip(url: &str) -> Option<IpAddr> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.host()?;
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// Addresses a webhook of one tenant must not reach without the cluster's consent: this
+/// host and its network (loopback, private and shared ranges, link-local, where cloud
+/// metadata services answer, and unspecified, multicast or broadcast addresses).
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                // 100.64.0.0/10, carrier-grade NAT: often the cluster's own network.
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            match v6.to_ipv4_mapped() {
+                Some(v4) => is_private(IpAddr::V4(v4)),
+                None => {
+                    v6.is_loopback()
+                        || v6.is_unspecified()
+                        || v6.is_multicast()
+                        // fc00::/7 unique local (fd00:ec2::254 is a metadata service),
+                        // fe80::/10 link-local.
+                        || (first & 0xfe00) == 0xfc00
+                        || (first & 0xffc0) == 0xfe80
+                }
+            }
+        }
+    }
+}
+
+/// Resolves a webhook's host name and keeps only the addresses it may reach; the connector
+/// connects to what this returns, nothing else.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckedResolver {
+    allow_private: bool,
+}
+
+type Resolved = std::vec::IntoIter<SocketAddr>;
+
+impl tower_service::Service<Name> for CheckedResolver {
+    type Response = Resolved;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Resolved, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = all
+                .iter()
+                .copied()
+                .filter(|a| allow_private || !is_private(a.ip()))
+                .collect();
+            if allowed.is_empty() && !all.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    PostError::Refused(format!("{host} ({})", all[0].ip())).to_string(),
+                ));
+            }
+            Ok(allowed.into_iter())
+        })
+    }
 }
 
 /// The HTTP client that POSTs webhooks: http, or https through rustls (the `ring` provider)
 /// trusting the public web PKI's roots. No redirect is followed (a receiver answers 2xx or
 /// the event is retried) and no proxy is used. One connection per POST, as `Connection:
 /// close` asks. Cheap to clone.
+///
+/// Unless `allow_private`, a destination on a loopback, private, link-local (cloud metadata),
+/// shared or unspecified address is refused: a tenant's webhook must not reach into the
+/// cluster's own network. Host names are resolved here ([`CheckedResolver`]) and the
+/// connection goes to an address that was checked, so a name cannot pass the check and then
+/// resolve elsewhere.
 #[derive(Clone)]
 pub struct WebhookClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector<CheckedResolver>>, Full<Bytes>>,
+    allow_private: bool,
 }
 
 impl WebhookClient {
-    pub fn new() -> Result<Self, rustls::Error> {
-        Self::trusting(Vec::new())
+    pub fn new(allow_private: bool) -> Result<Self, rustls::Error> {
+        Self::trusting(Vec::new(), allow_private)
     }
 
     /// A client that also trusts `extra` certificates (a private CA, or a test's receiver).
-    pub fn trusting(extra: Vec<CertificateDer<'static>>) -> Result<Self, rustls::Error> {
+    pub fn trusting(
+        extra: Vec<CertificateDer<'static>>,
+        allow_private: bool,
+    ) -> Result<Self, rustls::Error> {
         let mut roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -147,7 +248,7 @@ impl WebhookClient {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut tcp = HttpConnector::new();
+        let mut tcp = HttpConnector::new_with_resolver(CheckedResolver { allow_private });
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(POST_TIMEOUT));
@@ -161,7 +262,10 @@ impl WebhookClient {
             .http1_title_case_headers(true)
             .pool_max_idle_per_host(0)
             .build(connector);
-        Ok(WebhookClient { client })
+        Ok(WebhookClient {
+            client,
+            allow_private,
+        })
     }
 
     /// POSTs one signed JSON body and returns the HTTP status of the answer.
@@ -172,6 +276,12 @@ impl WebhookClient {
         event_id: u64,
         body: &[u8],
     ) -> Result<u16, PostError> {
+        // An address written in the URL is never resolved: it is checked here.
+        if let Some(ip) = literal_ip(url) {
+            if !self.allow_private && is_private(ip) {
+                return Err(PostError::Refused(ip.to_string()));
+            }
+        }
         let timestamp = unix_seconds();
         let signature = signature_header(secret.as_bytes(), timestamp, body);
         let request = http::Request::post(url)
@@ -192,6 +302,38 @@ impl WebhookClient {
             .map_err(|e| PostError::Http(with_causes(&e)))?;
         // The body is not read: the status is the answer.
         Ok(answer.status().as_u16())
+    }
+
+    /// Whether this member would deliver to `url`: refused when it names, or its host
+    /// resolves only to, an address [`is_private`] (unless private ones are allowed). A name
+    /// that does not resolve now passes: it may later, and is checked at each delivery.
+    pub async fn check_destination(&self, url: &str) -> Result<(), PostError> {
+        if self.allow_private {
+            return Ok(());
+        }
+        if let Some(ip) = literal_ip(url) {
+            return if is_private(ip) {
+                Err(PostError::Refused(ip.to_string()))
+            } else {
+                Ok(())
+            };
+        }
+        let host = url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(str::to_owned))
+            .ok_or_else(|| PostError::Url(url.to_owned(), "no host".into()))?;
+        let Ok(found) = tokio::net::lookup_host((host.as_str(), 0)).await else {
+            return Ok(());
+        };
+        let found: Vec<SocketAddr> = found.collect();
+        match found.iter().find(|a| !is_private(a.ip())) {
+            Some(_) => Ok(()),
+            None => match found.first() {
+                Some(a) => Err(PostError::Refused(format!("{host} ({})", a.ip()))),
+                None => Ok(()),
+            },
+        }
     }
 
     /// The signed `{"kind":"test"}` ping of `TestWebhook` (event id 0: no event has it).
@@ -235,6 +377,56 @@ pub fn event_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_loopback_and_metadata_addresses_are_recognised() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_private(private.parse().expect("ip")), "{private}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "100.128.0.1", "2606:4700::1111"] {
+            assert!(!is_private(public.parse().expect("ip")), "{public}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_private_destination_is_refused_unless_allowed() {
+        let refusing = WebhookClient::new(false).expect("client");
+        for url in [
+            "http://127.0.0.1:9/hook",
+            "http://[::1]:9/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://localhost:9/hook",
+        ] {
+            let refused = refusing.post(url, "0123456789abcdef", 1, b"{}").await;
+            assert!(
+                matches!(&refused, Err(PostError::Refused(_)))
+                    || matches!(&refused, Err(PostError::Http(e)) if e.contains("refused (a member")),
+                "{url}: {refused:?}"
+            );
+            assert!(refusing.check_destination(url).await.is_err(), "{url}");
+        }
+        assert!(refusing
+            .check_destination("https://example.com/hook")
+            .await
+            .is_ok());
+        let allowing = WebhookClient::new(true).expect("client");
+        assert!(allowing
+            .check_destination("http://127.0.0.1:9/hook")
+            .await
+            .is_ok());
+    }
 
     #[test]
     fn signatures_verify_and_reject_tampering_and_old_timestamps() {
@@ -331,7 +523,7 @@ mod tests {
             let (stream, _) = listener.accept().await.expect("accept");
             receive_one(stream, 503).await
         });
-        let client = WebhookClient::new().expect("client");
+        let client = WebhookClient::new(true).expect("client");
         let url = format!("http://{addr}/a/b?c=d");
         let status = client
             .post(&url, "0123456789abcdef", 7, br#"{"id":7}"#)
@@ -371,11 +563,11 @@ mod tests {
         });
         let url = format!("https://localhost:{}/a/b?c=d", addr.port());
         let body = br#"{"id":7}"#;
-        let untrusting = WebhookClient::new().expect("client");
+        let untrusting = WebhookClient::new(true).expect("client");
         let refused = untrusting.post(&url, "0123456789abcdef", 7, body).await;
         let refused = refused.expect_err("an unknown certificate is refused");
         assert!(refused.to_string().contains("certificate"), "{refused}");
-        let client = WebhookClient::trusting(vec![cert]).expect("client");
+        let client = WebhookClient::trusting(vec![cert], true).expect("client");
         let status = client.post(&url, "0123456789abcdef", 7, body).await;
         assert_eq!(status.expect("an answer"), 204);
         let (head, body) = receiver.await.expect("received");

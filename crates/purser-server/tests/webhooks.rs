@@ -46,6 +46,8 @@ impl Cluster {
                 client.to_string(),
             );
             node.heartbeat_ms = 50;
+            // The receivers of this test listen on loopback.
+            node.webhook_allow_private = true;
             node.election_timeout_min_ms = 300;
             node.election_timeout_max_ms = 600;
             config.node = node;
@@ -516,4 +518,76 @@ async fn receivers_get_every_threshold_event_across_failures_and_a_leader_kill()
     for server in std::mem::take(&mut cluster.servers).into_values() {
         server.stop().await;
     }
+}
+
+/// A member without `--webhook-allow-private` refuses a subscription to a loopback, private
+/// or link-local address when it is added (and would at each delivery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_destination_is_refused_without_the_flag() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = dev_config(dir.path().join("data"), free_addr());
+    config.node.peer_listen = free_addr();
+    config.http_listen = None;
+    let server = Server::start(config).await.expect("start");
+    let file = server.admin_token_file.clone().expect("token file");
+    let token = std::fs::read_to_string(file)
+        .expect("token")
+        .trim()
+        .to_owned();
+    let client = Client::new(
+        [server.client_addr.to_string()],
+        ClientConfig {
+            token: Some(token),
+            ..Default::default()
+        },
+    )
+    .expect("client");
+    let root = pb::CreateNodeRequest {
+        name: "acme".into(),
+        kind: "org".into(),
+        root: Some(pb::RootSpec {
+            currencies: vec![pb::CurrencySpec {
+                code: "usd".into(),
+                scale: 2,
+                funded: false,
+            }],
+            no_default_cap: true,
+        }),
+        ..Default::default()
+    };
+    client.create_node(root).await.expect("root");
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://10.0.0.7/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]:9/hook",
+        "http://localhost:9/hook",
+    ] {
+        let add = pb::AddWebhookRequest {
+            root: Some(pb::NodeRef {
+                node: Some(pb::node_ref::Node::Path("acme".into())),
+            }),
+            url: url.into(),
+            secret: SECRET_A.into(),
+            kinds: vec!["usage".into()],
+            ..Default::default()
+        };
+        let refused = client.add_webhook(add).await.expect_err(url);
+        assert_eq!(
+            refused.code(),
+            tonic::Code::InvalidArgument,
+            "{url}: {refused}"
+        );
+        assert!(refused.to_string().contains("refused"), "{url}: {refused}");
+    }
+    let listed = client
+        .list_webhooks(pb::ListWebhooksRequest {
+            root: Some(pb::NodeRef {
+                node: Some(pb::node_ref::Node::Path("acme".into())),
+            }),
+        })
+        .await
+        .expect("list");
+    assert!(listed.webhooks.is_empty());
+    server.stop().await;
 }

@@ -75,7 +75,12 @@ impl Webhook for WebhookService {
         request: Request<pb::AddWebhookRequest>,
     ) -> Result<Response<pb::AddWebhookResponse>, Status> {
         let caller = self.path.caller(request.metadata())?;
-        let command = request.into_inner().into_command()?;
+        let request = request.into_inner();
+        self.client
+            .check_destination(&request.url)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let command = request.into_command()?;
         Ok(Response::new(respond(&self.path, caller, command).await?))
     }
 

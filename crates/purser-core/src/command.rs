@@ -191,7 +191,7 @@ pub enum Op {
     AddWebhook {
         root: NodeRef,
         url: String,
-        secret: String,
+        secret: crate::webhook::Secret,
         kinds: Vec<String>,
     },
     RemoveWebhook {

@@ -260,7 +260,7 @@ pub struct WebhookView {
     pub id: u64,
     pub root: u64,
     pub url: String,
-    pub secret: String,
+    pub secret: crate::webhook::Secret,
     pub kinds: Vec<String>,
     /// Every event with an index at or below this was delivered (or did not match).
     pub delivered_through: u64,

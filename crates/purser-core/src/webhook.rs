@@ -50,12 +50,43 @@ pub fn kind_matches(subscribed: &str, event_kind: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('.'))
 }
 
+/// A webhook's signing key. Encoded as the string it is (commands and snapshots are
+/// unchanged by the wrapper); `Debug` never shows it, so no log line or panic message does.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The key itself, for signing: the one way to read it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(secret: String) -> Self {
+        Secret(secret)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(secret: &str) -> Self {
+        Secret(secret.to_owned())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Webhook {
     pub id: u64,
     pub root: u64,
     pub url: String,
-    pub secret: String,
+    pub secret: Secret,
     pub kinds: Vec<String>,
     /// Every event with an index at or below this was delivered (or did not match).
     pub delivered_through: u64,
@@ -79,7 +110,7 @@ impl State {
         &mut self,
         root: &NodeRef,
         url: String,
-        secret: String,
+        secret: Secret,
         kinds: Vec<String>,
     ) -> Result<Outcome> {
         let root = self.resolve(root)?;
@@ -89,7 +120,7 @@ impl State {
             ));
         }
         check_url(&url)?;
-        check_secret(&secret)?;
+        check_secret(secret.expose())?;
         check_kinds(&kinds)?;
         let of_root = self.webhooks.values().filter(|w| w.root == root).count();
         if of_root >= limits::WEBHOOKS_PER_ROOT_MAX {
@@ -177,7 +208,7 @@ impl State {
                 return Err(format!("webhook {id} belongs to {} (not a root)", w.root));
             }
             let valid = check_url(&w.url)
-                .and_then(|()| check_secret(&w.secret))
+                .and_then(|()| check_secret(w.secret.expose()))
                 .and_then(|()| check_kinds(&w.kinds));
             if let Err(e) = valid {
                 return Err(format!("webhook {id} is invalid: {}", e.message));

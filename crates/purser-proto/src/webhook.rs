@@ -25,7 +25,7 @@ impl TryFrom<pb::AddWebhookRequest> for Op {
         Ok(Op::AddWebhook {
             root: root_ref(r.root)?,
             url: r.url,
-            secret: r.secret,
+            secret: r.secret.into(),
             kinds: r.kinds,
         })
     }

@@ -212,7 +212,10 @@ async fn deliver_one(
         if !node.upgrade().is_some_and(|n| n.is_leader()) {
             return Err(Stop);
         }
-        match client.post(&hook.url, &hook.secret, index, body).await {
+        match client
+            .post(&hook.url, hook.secret.expose(), index, body)
+            .await
+        {
             Ok(status) if (200..300).contains(&status) => return Ok(()),
             Ok(status) => {
                 tracing::debug!(

@@ -339,7 +339,8 @@ impl WebhookClient {
     /// The signed `{"kind":"test"}` ping of `TestWebhook` (event id 0: no event has it).
     pub async fn ping(&self, hook: &WebhookView) -> Result<u16, PostError> {
         let body = serde_json::json!({ "kind": "test", "webhook_id": hook.id }).to_string();
-        self.post(&hook.url, &hook.secret, 0, body.as_bytes()).await
+        self.post(&hook.url, hook.secret.expose(), 0, body.as_bytes())
+            .await
     }
 }
 

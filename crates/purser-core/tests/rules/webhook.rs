@@ -200,3 +200,15 @@ fn invalid_subscriptions_say_what_is_wrong() {
     let kinds: Vec<&str> = all.iter().map(String::as_str).collect();
     added(&mut w, with(URL, SECRET, &kinds));
 }
+
+#[test]
+fn a_secret_never_shows_in_debug_output() {
+    let mut w = World::new(t(2026, 3, 10, 9));
+    let acme = w.root("acme", &[currency("usd", 0, false)]);
+    let op = add_op(acme, &["usage"]);
+    assert!(!format!("{op:?}").contains(SECRET), "{op:?}");
+    let id = added(&mut w, op);
+    let view = w.s.webhook(id).expect("listed");
+    assert_eq!(view.secret.expose(), SECRET, "the delivering leader signs with it");
+    assert!(!format!("{view:?}").contains(SECRET), "{view:?}");
+}

@@ -53,6 +53,23 @@ pub fn fingerprint128(bytes: &[u8]) -> u128 {
     (u128::from(hi) << 64) | u128::from(lo)
 }
 
+/// The key a request id is remembered under: its id within the id space of the token that
+/// sent it (`None`: members without authentication and system commands share one), so that
+/// one tenant's ids never collide with another's. Used by the state and the leader's fast
+/// path alike.
+pub fn request_key(actor: Option<u64>, id: &str) -> u128 {
+    let mut bytes = Vec::with_capacity(9 + id.len());
+    match actor {
+        Some(token) => {
+            bytes.push(1);
+            bytes.extend_from_slice(&token.to_le_bytes());
+        }
+        None => bytes.push(0),
+    }
+    bytes.extend_from_slice(id.as_bytes());
+    fingerprint128(&bytes)
+}
+
 /// 64-bit fingerprint of a byte string.
 pub fn fingerprint64(bytes: &[u8]) -> u64 {
     sip(0x7075_7273_6572_2d33, 0x0f1e_2d3c_4b5a_6978, bytes)

@@ -42,8 +42,7 @@ pub use access::{Access, Need, SecretHash, TokenView};
 pub use command::*;
 pub use error::{Error, ErrorKind, Result};
 pub use event::*;
-/// Request ids are keyed by this fingerprint, in the state and on the leader's fast path.
-pub use hash::fingerprint128;
+pub use hash::request_key;
 pub use outcome::*;
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 pub use state::{limits, Config, State};

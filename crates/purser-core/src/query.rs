@@ -239,7 +239,9 @@ impl State {
             return None;
         };
         let now = at_ms.max(self.now_ms);
-        let key = self.check_request(now, &meta.id, meta.sent_at_ms).ok()?;
+        let key = self
+            .check_request(now, command.actor, &meta.id, meta.sent_at_ms)
+            .ok()?;
         if self.is_remembered(key, now) || self.remembered_full() {
             return None;
         }

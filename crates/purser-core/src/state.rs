@@ -9,7 +9,7 @@ use crate::command::{
     Rollover, Window,
 };
 use crate::error::{Error, Result};
-use crate::hash::{fingerprint128, fingerprint64, FxHashMap};
+use crate::hash::{fingerprint64, request_key, FxHashMap};
 use crate::invariants::Before;
 use crate::outcome::{Applied, NodeStatus, Outcome, Recorded};
 use crate::time::Period;
@@ -488,8 +488,8 @@ impl State {
             }
             Some(meta) => meta,
         };
-        let key = self.check_request(now_ms, &meta.id, meta.sent_at_ms)?;
-        let payload = payload_fingerprint(&mut self.scratch, actor, op);
+        let key = self.check_request(now_ms, actor, &meta.id, meta.sent_at_ms)?;
+        let payload = payload_fingerprint(&mut self.scratch, op);
         if let Some(entry) = self.dedup.map.get(&key) {
             if entry.forget_at_ms >= now_ms {
                 if entry.payload != payload {
@@ -526,8 +526,8 @@ impl State {
     }
 
     /// Whether `id` took effect and is still remembered: a retry of it is a duplicate.
-    pub fn remembers_request(&self, id: &str) -> bool {
-        self.is_remembered(crate::hash::fingerprint128(id.as_bytes()), self.now_ms)
+    pub fn remembers_request(&self, actor: Option<u64>, id: &str) -> bool {
+        self.is_remembered(request_key(actor, id), self.now_ms)
     }
 
     /// The request-id table is at its cap: a new request needs a sweep, or is refused.
@@ -535,7 +535,13 @@ impl State {
         self.dedup.map.len() >= limits::REMEMBERED_REQUESTS_MAX
     }
 
-    pub(crate) fn check_request(&self, now_ms: u64, id: &str, sent_at_ms: u64) -> Result<u128> {
+    pub(crate) fn check_request(
+        &self,
+        now_ms: u64,
+        actor: Option<u64>,
+        id: &str,
+        sent_at_ms: u64,
+    ) -> Result<u128> {
         if id.is_empty() || id.len() > limits::REQUEST_ID_BYTES_MAX {
             return Err(Error::invalid(format!(
                 "request id must be 1..={} bytes",
@@ -556,7 +562,7 @@ impl State {
                 limits::CLOCK_SKEW_MS_MAX
             )));
         }
-        Ok(fingerprint128(id.as_bytes()))
+        Ok(request_key(actor, id))
     }
 
     fn dispatch(&mut self, ctx: &mut Ctx, actor: Option<u64>, op: Op) -> Result<Outcome> {
@@ -834,11 +840,9 @@ impl PathIds {
     }
 }
 
-/// The fingerprint of what a request asks, and for whom: a request id reused by another token
-/// is a different payload, so a token never receives the answer another token's request got.
-fn payload_fingerprint(scratch: &mut Vec<u8>, actor: Option<u64>, op: &Op) -> u64 {
+/// The fingerprint of what a request asks (request ids are kept per token: `request_key`).
+fn payload_fingerprint(scratch: &mut Vec<u8>, op: &Op) -> u64 {
     scratch.clear();
-    scratch.extend_from_slice(&actor.unwrap_or(0).to_le_bytes());
     if let Err(e) = bincode::serde::encode_into_std_write(op, scratch, bincode::config::standard())
     {
         unreachable!("invariant `commands encode`: plain data into memory cannot fail: {e}");

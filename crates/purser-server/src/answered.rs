@@ -131,7 +131,7 @@ impl Decision<'_> {
 fn key_of(command: &Command) -> Option<(u128, u64)> {
     let request = command.request.as_ref()?;
     Some((
-        purser_core::fingerprint128(request.id.as_bytes()),
+        purser_core::request_key(command.actor, &request.id),
         request.sent_at_ms,
     ))
 }
@@ -154,7 +154,7 @@ impl Answered {
         self: &Arc<Self>,
         command: &Command,
         confirmed: bool,
-        remembers: impl FnOnce(&str) -> bool,
+        remembers: impl FnOnce(Option<u64>, &str) -> bool,
     ) -> Begin {
         let (Some((key, sent_at_ms)), Some(request)) = (key_of(command), &command.request) else {
             return Begin::Write(None);
@@ -165,7 +165,7 @@ impl Answered {
                 if !confirmed {
                     return Begin::Confirm;
                 }
-                if !remembers(&request.id) {
+                if !remembers(command.actor, &request.id) {
                     return Begin::Denied(answer.clone());
                 }
                 inner.denied.remove(&key);
@@ -281,8 +281,8 @@ mod tests {
     }
 
     fn begin(answered: &Arc<Answered>, command: &Command, remembered: bool) -> Begin {
-        match answered.begin(command, false, |_| remembered) {
-            Begin::Confirm => answered.begin(command, true, |_| remembered),
+        match answered.begin(command, false, |_, _| remembered) {
+            Begin::Confirm => answered.begin(command, true, |_, _| remembered),
             other => other,
         }
     }
@@ -296,7 +296,10 @@ mod tests {
             .expect("a request id")
             .deny(denial(), 600_000, 2_000);
         assert!(
-            matches!(answered.begin(&command, false, |_| false), Begin::Confirm),
+            matches!(
+                answered.begin(&command, false, |_, _| false),
+                Begin::Confirm
+            ),
             "answered only after a read barrier"
         );
         match begin(&answered, &command, false) {

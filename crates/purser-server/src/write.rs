@@ -187,7 +187,9 @@ impl WritePath {
     async fn admit(&self, command: &Command) -> Result<Admitted, WriteError> {
         let mut confirmed = false;
         loop {
-            let remembers = |id: &str| self.sm.read(|state, _| state.remembers_request(id));
+            let remembers = |actor: Option<u64>, id: &str| {
+                self.sm.read(|state, _| state.remembers_request(actor, id))
+            };
             match self.answered.begin(command, confirmed, remembers) {
                 Begin::Write(ticket) => return Ok(Admitted::Write(ticket)),
                 Begin::Denied(answer) => return Ok(Admitted::Denied(answer)),
@@ -272,7 +274,9 @@ impl WritePath {
         }
         if let Some(earlier) = decision.earlier() {
             // Void if another attempt took effect: then the write answers the duplicate.
-            let remembered = self.sm.read(|state, _| state.remembers_request(id));
+            let remembered = self
+                .sm
+                .read(|state, _| state.remembers_request(command.actor, id));
             return (!remembered).then_some((earlier.denial, earlier.log_index));
         }
         let now = now_ms();

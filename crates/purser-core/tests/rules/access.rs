@@ -367,20 +367,27 @@ fn tokens_are_no_wider_than_their_maker_and_stop_when_revoked_or_expired() {
 }
 
 #[test]
-fn a_request_id_answers_only_the_token_that_sent_it() {
+fn request_ids_are_kept_per_token_and_never_collide_across_tenants() {
     let mut x = Tenants::new();
-    let alice = x.alice;
-    let first = x.w.command(charge(alice)).by(Some(x.team_editor));
-    let again = Command {
-        actor: Some(x.acme_admin),
-        ..first.clone()
-    };
+    let (alice, beta) = (x.alice, x.beta);
+    let mine = x.w.command(charge(alice)).by(Some(x.team_editor));
+    let id = mine.request.clone().unwrap().id;
     let now = x.w.now;
-    x.w.s.apply(now, first).unwrap();
-    let before = x.w.s.digest();
-    let other = x.w.s.apply(now, again).unwrap_err();
-    assert_eq!(other.kind, ErrorKind::AlreadyExists, "{other}");
-    assert_eq!(x.w.s.digest(), before);
+    x.w.s.apply(now, mine.clone()).unwrap();
+    // Another tenant's token uses the same id for its own request: a request of its own.
+    let theirs = Command::new(id.clone(), now, charge(beta)).by(Some(x.beta_admin));
+    let applied = x.w.s.apply(now, theirs.clone()).unwrap();
+    assert!(
+        matches!(applied.outcome, Outcome::Charged(_)),
+        "{applied:?}"
+    );
+    // Each retry is recognised within its own token's ids.
+    for retry in [mine, theirs] {
+        let again = x.w.s.apply(now, retry).unwrap();
+        assert!(matches!(again.outcome, Outcome::Duplicate(_)), "{again:?}");
+    }
+    assert!(x.w.s.remembers_request(Some(x.team_editor), &id));
+    assert!(!x.w.s.remembers_request(Some(x.acme_admin), &id));
 }
 
 #[test]

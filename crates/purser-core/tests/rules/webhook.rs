@@ -209,6 +209,10 @@ fn a_secret_never_shows_in_debug_output() {
     assert!(!format!("{op:?}").contains(SECRET), "{op:?}");
     let id = added(&mut w, op);
     let view = w.s.webhook(id).expect("listed");
-    assert_eq!(view.secret.expose(), SECRET, "the delivering leader signs with it");
+    assert_eq!(
+        view.secret.expose(),
+        SECRET,
+        "the delivering leader signs with it"
+    );
     assert!(!format!("{view:?}").contains(SECRET), "{view:?}");
 }

@@ -173,6 +173,8 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&data)
             .arg("--lease-reads")
+            // The namespaces' bridge is a private test network (TLS for the harness is to come).
+            .arg("--insecure")
             .env(FAULTS_FILE_ENV, &faults_file)
             .env(
                 "RUST_LOG",
@@ -384,6 +386,8 @@ fn signal(child: &Child, name: &str) -> Result<(), net::NetError> {
 fn one_client(id: u32, timeout: Duration) -> Result<Client, purser_client::ClientError> {
     let config = ClientConfig {
         token: admin_token(),
+        ca: None,
+        identity: None,
         request_timeout: timeout.min(Duration::from_secs(2)),
         call_timeout: timeout,
         attempts_max: 10,
@@ -424,6 +428,8 @@ pub async fn leader(ids: &[u32]) -> Option<u32> {
 pub fn admin_client(ids: &[u32]) -> Result<Client, purser_client::ClientError> {
     let config = ClientConfig {
         token: admin_token(),
+        ca: None,
+        identity: None,
         request_timeout: Duration::from_secs(15),
         call_timeout: Duration::from_secs(30),
         attempts_max: 20,
@@ -449,6 +455,8 @@ pub async fn voters(ids: &[u32]) -> Option<Vec<u32>> {
 fn waiting_client(id: u32, timeout: Duration) -> Result<Client, String> {
     let config = ClientConfig {
         token: admin_token(),
+        ca: None,
+        identity: None,
         request_timeout: timeout,
         call_timeout: timeout,
         attempts_max: 1,

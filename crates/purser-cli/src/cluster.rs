@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Subcommand;
-use purser_client::{normalize_endpoint, pb, Client, ClientConfig, ClientError};
+use purser_client::{pb, Client, ClientConfig, ClientError};
 
 use crate::parse;
 use crate::render::cluster::{
@@ -223,9 +223,11 @@ async fn transfer_leader(ctx: &Ctx, id: u64) -> Result<Done, CliError> {
 
 /// One member's own view, asked directly: Status is served by any member, so there is no
 /// redirect to follow and no reason to retry elsewhere.
-async fn status_of(endpoint: String, timeout: Duration, token: Option<String>) -> Answer {
+async fn status_of(endpoint: String, timeout: Duration, base: ClientConfig) -> Answer {
     let config = ClientConfig {
-        token,
+        token: base.token,
+        ca: base.ca,
+        identity: base.identity,
         request_timeout: timeout.min(Duration::from_secs(2)),
         call_timeout: timeout.min(Duration::from_secs(3)),
         attempts_max: 1,
@@ -248,11 +250,11 @@ async fn status_of(endpoint: String, timeout: Duration, token: Option<String>) -
     (endpoint, result)
 }
 
-async fn ask_all(endpoints: Vec<String>, timeout: Duration, token: Option<String>) -> Vec<Answer> {
+async fn ask_all(endpoints: Vec<String>, timeout: Duration, base: ClientConfig) -> Vec<Answer> {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, endpoint) in endpoints.into_iter().enumerate() {
-        let token = token.clone();
-        tasks.spawn(async move { (i, status_of(endpoint, timeout, token).await) });
+        let base = base.clone();
+        tasks.spawn(async move { (i, status_of(endpoint, timeout, base).await) });
     }
     let mut answers = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -268,23 +270,23 @@ async fn status(ctx: &Ctx) -> Result<Done, CliError> {
     let mut asked: BTreeSet<String> = BTreeSet::new();
     let mut first: Vec<String> = Vec::new();
     for e in &ctx.endpoints {
-        if asked.insert(normalize_endpoint(e)) {
-            first.push(normalize_endpoint(e));
+        if asked.insert(ctx.endpoint_url(e)) {
+            first.push(ctx.endpoint_url(e));
         }
     }
-    let mut answers = ask_all(first, ctx.timeout, ctx.token.clone()).await;
+    let mut answers = ask_all(first, ctx.timeout, ctx.base_config()).await;
     // Members the endpoints know of but that were not named: a status of the whole cluster
     // from one address.
     let mut more: Vec<String> = Vec::new();
     for (_, answer) in &answers {
         for m in answer.iter().flat_map(|s| &s.members) {
-            let endpoint = normalize_endpoint(&m.client_addr);
+            let endpoint = ctx.endpoint_url(&m.client_addr);
             if !m.client_addr.is_empty() && asked.insert(endpoint.clone()) {
                 more.push(endpoint);
             }
         }
     }
-    answers.extend(ask_all(more, ctx.timeout, ctx.token.clone()).await);
+    answers.extend(ask_all(more, ctx.timeout, ctx.base_config()).await);
     ctx.print(&Statuses(&answers));
     if answers.iter().all(|(_, a)| a.is_err()) {
         return Err("no member answered".into());

@@ -12,6 +12,8 @@ use clap::builder::BoolishValueParser;
 use clap::Args;
 use serde::Deserialize;
 
+use purser_server::tls::TlsFiles;
+
 use crate::parse::{host_port, Flagged};
 use crate::CliError;
 
@@ -74,6 +76,42 @@ pub struct Settings {
     )]
     #[serde(alias = "webhook-allow-private")]
     pub webhook_allow_private: Option<bool>,
+    /// The client and HTTP ports' certificate chain (PEM): TLS there. With --tls-key.
+    #[arg(long, env = "PURSER_TLS_CERT", value_name = "FILE")]
+    #[serde(alias = "tls-cert")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "PURSER_TLS_KEY", value_name = "FILE")]
+    #[serde(alias = "tls-key")]
+    pub tls_key: Option<PathBuf>,
+    /// Clients must present a certificate this CA signed (PEM), besides their token.
+    #[arg(long, env = "PURSER_CLIENT_CA", value_name = "FILE")]
+    #[serde(alias = "client-ca")]
+    pub client_ca: Option<PathBuf>,
+    /// This member's certificate on the peer port, mutual TLS (PEM). With --peer-key and --peer-ca.
+    #[arg(long, env = "PURSER_PEER_CERT", value_name = "FILE")]
+    #[serde(alias = "peer-cert")]
+    pub peer_cert: Option<PathBuf>,
+    /// The private key of --peer-cert (PEM).
+    #[arg(long, env = "PURSER_PEER_KEY", value_name = "FILE")]
+    #[serde(alias = "peer-key")]
+    pub peer_key: Option<PathBuf>,
+    /// The cluster's CA (PEM): the peer port accepts only certificates it signed, and members check each other's.
+    #[arg(long, env = "PURSER_PEER_CA", value_name = "FILE")]
+    #[serde(alias = "peer-ca")]
+    pub peer_ca: Option<PathBuf>,
+    /// Listen on a non-loopback address without TLS (refused otherwise: tokens would cross
+    /// the network in the clear).
+    #[arg(
+        long,
+        env = "PURSER_INSECURE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub insecure: Option<bool>,
 }
 
 impl Settings {
@@ -91,6 +129,13 @@ impl Settings {
             webhook_allow_private: self
                 .webhook_allow_private
                 .or(fallback.webhook_allow_private),
+            tls_cert: self.tls_cert.or(fallback.tls_cert),
+            tls_key: self.tls_key.or(fallback.tls_key),
+            client_ca: self.client_ca.or(fallback.client_ca),
+            peer_cert: self.peer_cert.or(fallback.peer_cert),
+            peer_key: self.peer_key.or(fallback.peer_key),
+            peer_ca: self.peer_ca.or(fallback.peer_ca),
+            insecure: self.insecure.or(fallback.insecure),
         }
     }
 
@@ -118,6 +163,13 @@ const KEYS: &[&str] = &[
     "lease_reads",
     "events_kept",
     "webhook_allow_private",
+    "tls_cert",
+    "tls_key",
+    "client_ca",
+    "peer_cert",
+    "peer_key",
+    "peer_ca",
+    "insecure",
 ];
 
 /// A TOML error on one line: where, the line itself (which names the key), and what is wrong.
@@ -152,6 +204,61 @@ pub struct Effective {
     pub lease_reads: bool,
     pub events_kept: u64,
     pub webhook_allow_private: bool,
+    /// The client and HTTP ports' TLS.
+    pub tls: Option<TlsFiles>,
+    /// The peer port's mutual TLS.
+    pub peer_tls: Option<TlsFiles>,
+}
+
+/// The TLS of the client and HTTP ports, and of the peer port (mutual: the CA is required).
+fn tls_of(s: &Settings) -> Result<(Option<TlsFiles>, Option<TlsFiles>), CliError> {
+    let tls =
+        pair(&s.tls_cert, &s.tls_key, "--tls-cert", "--tls-key")?.map(|(cert, key)| TlsFiles {
+            cert,
+            key,
+            ca: s.client_ca.clone(),
+        });
+    if tls.is_none() && s.client_ca.is_some() {
+        return Err("--client-ca takes --tls-cert and --tls-key".into());
+    }
+    let peer = pair(&s.peer_cert, &s.peer_key, "--peer-cert", "--peer-key")?;
+    let peer_tls = match (peer, s.peer_ca.clone()) {
+        (Some((cert, key)), Some(ca)) => Some(TlsFiles {
+            cert,
+            key,
+            ca: Some(ca),
+        }),
+        (None, None) => None,
+        _ => return Err("--peer-cert, --peer-key and --peer-ca go together".into()),
+    };
+    Ok((tls, peer_tls))
+}
+
+/// A port without TLS on an address that is not loopback is refused: tokens would cross the
+/// network in the clear. `ports`: (address, plaintext, flag).
+fn refuse_plaintext(ports: [(Option<SocketAddr>, bool, &str); 3]) -> Result<(), CliError> {
+    for (addr, plaintext, flag) in ports {
+        if let Some(addr) = addr.filter(|a| plaintext && !a.ip().is_loopback()) {
+            return Err(CliError(format!(
+                "{flag} {addr} is not a loopback address: give it TLS (docs/security.md) or --insecure"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A certificate and its key, both or neither.
+fn pair(
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    cert_flag: &str,
+    key_flag: &str,
+) -> Result<Option<(PathBuf, PathBuf)>, CliError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((cert.clone(), key.clone()))),
+        (None, None) => Ok(None),
+        _ => Err(CliError(format!("{cert_flag} and {key_flag} go together"))),
+    }
 }
 
 /// A setting without a default that nothing set.
@@ -180,6 +287,8 @@ pub fn socket_addr(text: &str, flag: &str) -> Result<SocketAddr, CliError> {
 
 impl Effective {
     pub fn of(s: Settings) -> Result<Effective, CliError> {
+        let (tls, peer_tls) = tls_of(&s)?;
+        let insecure = s.insecure.unwrap_or(false);
         let id = required(s.id, "id")?;
         if id == 0 {
             return Err("--id must be positive".into());
@@ -206,6 +315,14 @@ impl Effective {
             Some(text) => Some(socket_addr(&text, "--http-listen")?),
             None => None,
         };
+        let plaintext = [
+            (Some(listen), tls.is_none(), "--listen"),
+            (http_listen, tls.is_none(), "--http-listen"),
+            (Some(peer_listen), peer_tls.is_none(), "--peer-listen"),
+        ];
+        if !insecure {
+            refuse_plaintext(plaintext)?;
+        }
         Ok(Effective {
             id,
             listen,
@@ -216,6 +333,8 @@ impl Effective {
             lease_reads: s.lease_reads.unwrap_or(false),
             events_kept: s.events_kept.unwrap_or(purser_server::store::EVENTS_KEPT),
             webhook_allow_private: s.webhook_allow_private.unwrap_or(false),
+            tls,
+            peer_tls,
         })
     }
 }
@@ -229,7 +348,7 @@ impl fmt::Display for Effective {
         write!(
             f,
             "id={} listen={} peer_listen={} data_dir={} advertise={} http_listen={http} \
-             lease_reads={} events_kept={} webhook_allow_private={}",
+             lease_reads={} events_kept={} webhook_allow_private={} tls={} peer_tls={}",
             self.id,
             self.listen,
             self.peer_listen,
@@ -237,7 +356,9 @@ impl fmt::Display for Effective {
             self.advertise,
             self.lease_reads,
             self.events_kept,
-            self.webhook_allow_private
+            self.webhook_allow_private,
+            self.tls.is_some(),
+            self.peer_tls.is_some()
         )
     }
 }
@@ -260,6 +381,13 @@ mod tests {
             lease_reads = true
             events_kept = 5_000
             webhook-allow-private = true
+            tls_cert = "/etc/purser/member.pem"
+            tls_key = "/etc/purser/member.key"
+            client_ca = "/etc/purser/clients.pem"
+            peer-cert = "/etc/purser/member.pem"
+            peer_key = "/etc/purser/member.key"
+            peer_ca = "/etc/purser/ca.pem"
+            insecure = false
         "#;
         let s = Settings::parse(text).unwrap();
         assert_eq!(
@@ -274,6 +402,13 @@ mod tests {
                 lease_reads: Some(true),
                 events_kept: Some(5_000),
                 webhook_allow_private: Some(true),
+                tls_cert: Some("/etc/purser/member.pem".into()),
+                tls_key: Some("/etc/purser/member.key".into()),
+                client_ca: Some("/etc/purser/clients.pem".into()),
+                peer_cert: Some("/etc/purser/member.pem".into()),
+                peer_key: Some("/etc/purser/member.key".into()),
+                peer_ca: Some("/etc/purser/ca.pem".into()),
+                insecure: Some(false),
             }
         );
         let e = Effective::of(s).unwrap();
@@ -281,8 +416,45 @@ mod tests {
             e.to_string(),
             "id=2 listen=0.0.0.0:7601 peer_listen=0.0.0.0:7701 data_dir=/var/lib/purser/2 \
              advertise=10.0.0.2:7601 http_listen=127.0.0.1:7801 lease_reads=true \
-             events_kept=5000 webhook_allow_private=true"
+             events_kept=5000 webhook_allow_private=true tls=true peer_tls=true"
         );
+    }
+
+    #[test]
+    fn a_non_loopback_address_takes_tls_or_insecure() {
+        let plain = Settings {
+            id: Some(1),
+            listen: Some("0.0.0.0:7600".into()),
+            peer_listen: Some("127.0.0.1:7700".into()),
+            data_dir: Some("/tmp/x".into()),
+            advertise: Some("10.0.0.1:7600".into()),
+            ..Settings::default()
+        };
+        let refused = Effective::of(plain.clone()).unwrap_err().0;
+        assert!(
+            refused.contains("--listen 0.0.0.0:7600 is not a loopback address"),
+            "{refused}"
+        );
+        let insecure = Settings {
+            insecure: Some(true),
+            ..plain.clone()
+        };
+        assert!(Effective::of(insecure).unwrap().tls.is_none());
+        let half = Settings {
+            tls_cert: Some("c.pem".into()),
+            ..plain.clone()
+        };
+        assert!(Effective::of(half).unwrap_err().0.contains("go together"));
+        let peer_without_ca = Settings {
+            peer_cert: Some("c.pem".into()),
+            peer_key: Some("c.key".into()),
+            insecure: Some(true),
+            ..plain
+        };
+        assert!(Effective::of(peer_without_ca)
+            .unwrap_err()
+            .0
+            .contains("--peer-ca"));
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub struct Ctx {
     pub timeout: Duration,
     /// The bearer token every call carries.
     pub token: Option<String>,
+    /// `--ca`: the CA (PEM) of the members' certificates; endpoints are then https.
+    pub ca: Option<String>,
 }
 
 impl Ctx {
@@ -76,9 +78,21 @@ impl Ctx {
         endpoints: Vec<String>,
         format: Format,
         timeout: Duration,
-        token: Option<String>,
+        (token, ca): (Option<String>, Option<String>),
     ) -> Result<Ctx, CliError> {
-        let client = Client::new(endpoints.clone(), client_config(timeout, token.clone()))
+        let base = ClientConfig {
+            token: token.clone(),
+            ca: ca.clone(),
+            ..ClientConfig::default()
+        };
+        // A single attempt gets at most 5 s of --timeout, so that one unresponsive member
+        // leaves time for the others.
+        let config = ClientConfig {
+            request_timeout: timeout.min(Duration::from_secs(5)),
+            call_timeout: timeout,
+            ..base
+        };
+        let client = Client::new(endpoints.clone(), config)
             .map_err(|e| CliError(format!("--endpoint: {e}")))?;
         Ok(Ctx {
             client,
@@ -86,7 +100,39 @@ impl Ctx {
             endpoints,
             timeout,
             token,
+            ca,
         })
+    }
+
+    /// What every client of this command is configured with: the token and the CA.
+    pub fn base_config(&self) -> ClientConfig {
+        ClientConfig {
+            token: self.token.clone(),
+            ca: self.ca.clone(),
+            ..ClientConfig::default()
+        }
+    }
+
+    /// A member's client address as a URL: https when the command has a CA.
+    pub fn endpoint_url(&self, address: &str) -> String {
+        let address = address.trim();
+        if address.contains("://") {
+            address.to_owned()
+        } else if self.ca.is_some() {
+            format!("https://{address}")
+        } else {
+            format!("http://{address}")
+        }
+    }
+
+    /// Calls whose single attempts may take `at_least` (see `slow_client`).
+    fn slow_config(&self, at_least: Duration) -> ClientConfig {
+        let timeout = self.timeout.max(at_least);
+        ClientConfig {
+            request_timeout: timeout,
+            call_timeout: timeout,
+            ..self.base_config()
+        }
     }
 
     pub fn json(&self) -> bool {
@@ -110,7 +156,7 @@ impl Ctx {
     pub fn slow_client(&self, at_least: Duration) -> Result<Client, CliError> {
         Ok(Client::new(
             self.endpoints.clone(),
-            slow_config(self.timeout, at_least, self.token.clone()),
+            self.slow_config(at_least),
         )?)
     }
 
@@ -122,30 +168,6 @@ impl Ctx {
             .first()
             .cloned()
             .ok_or_else(|| CliError("no --endpoint".into()))?;
-        Ok(Client::member(
-            endpoint,
-            slow_config(self.timeout, at_least, self.token.clone()),
-        )?)
-    }
-}
-
-/// A call keeps retrying for `--timeout`; a single attempt gets at most 5 s of it, so that one
-/// unresponsive member leaves time for the others.
-fn client_config(timeout: Duration, token: Option<String>) -> ClientConfig {
-    ClientConfig {
-        token,
-        request_timeout: timeout.min(Duration::from_secs(5)),
-        call_timeout: timeout,
-        ..ClientConfig::default()
-    }
-}
-
-fn slow_config(timeout: Duration, at_least: Duration, token: Option<String>) -> ClientConfig {
-    let timeout = timeout.max(at_least);
-    ClientConfig {
-        token,
-        request_timeout: timeout,
-        call_timeout: timeout,
-        ..ClientConfig::default()
+        Ok(Client::member(endpoint, self.slow_config(at_least))?)
     }
 }

@@ -92,6 +92,16 @@ struct Cli {
         value_name = "FILE"
     )]
     token_file: Option<std::path::PathBuf>,
+    /// The CA (PEM file) that signed the members' certificates: endpoints without a scheme
+    /// are then https (`purser certs init` writes one).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "PURSER_CA",
+        value_name = "FILE"
+    )]
+    ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -138,6 +148,9 @@ enum Command {
     /// Bearer tokens scoped to a subtree: create, list, revoke.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Certificates for a test or small cluster: `certs init DIR --members N`.
+    #[command(subcommand)]
+    Certs(server::CertsCommand),
 }
 
 fn main() -> ExitCode {
@@ -145,6 +158,15 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    if let Command::Certs(command) = cli.command {
+        return match server::certs(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(CliError(message)) => {
+                eprintln!("error: {}", message.replace('\n', " "));
+                ExitCode::from(1)
+            }
+        };
+    }
     let serving = matches!(cli.command, Command::Dev(_) | Command::Serve(_));
     // openraft's info lines dump whole Raft states: useful when debugging Raft, noise for an
     // operator; RUST_LOG=info brings them back.
@@ -250,12 +272,19 @@ fn run_client(cli: Cli) -> Result<Done, CliError> {
     } else {
         (token::resolve(cli.token, cli.token_file)?, None)
     };
+    let ca = cli
+        .ca
+        .map(|file| {
+            std::fs::read_to_string(&file)
+                .map_err(|e| CliError(format!("--ca {}: {e}", file.display())))
+        })
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
-        let ctx = Ctx::new(endpoints, cli.output, timeout, token)?;
+        let ctx = Ctx::new(endpoints, cli.output, timeout, (token, ca))?;
         match cli.command {
             Command::Cluster(c) => cluster::run(&ctx, c, init_token_file).await,
             Command::Node(c) => admin::node(&ctx, c).await,
@@ -271,7 +300,9 @@ fn run_client(cli: Cli) -> Result<Done, CliError> {
             Command::Report(a) => report::report(&ctx, a).await,
             Command::Usage(a) => report::usage(&ctx, a).await,
             Command::Token(c) => token::run(&ctx, c).await,
-            Command::Dev(_) | Command::Serve(_) => unreachable!("server commands run apart"),
+            Command::Dev(_) | Command::Serve(_) | Command::Certs(_) => {
+                unreachable!("server and certificate commands run apart")
+            }
         }
     })
 }

@@ -39,6 +39,39 @@ pub struct DevArgs {
     pub events_kept: u64,
 }
 
+#[derive(clap::Subcommand)]
+pub enum CertsCommand {
+    /// Write a CA (ca.pem, ca.key), member-1.pem/.key .. member-N, and client.pem/.key into
+    /// DIR (keys mode 0600), valid from a day ago for a year, for localhost, 127.0.0.1, ::1
+    /// and every --host. Refuses a DIR that already holds a CA.
+    Init {
+        dir: PathBuf,
+        /// How many member certificates.
+        #[arg(long, default_value_t = 3)]
+        members: u32,
+        /// Another name or IP address the members are reached at (repeatable).
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+}
+
+/// `purser certs init`.
+pub fn certs(command: CertsCommand) -> Result<(), CliError> {
+    let CertsCommand::Init {
+        dir,
+        members,
+        hosts,
+    } = command;
+    if members == 0 || members > 99 {
+        return Err("--members is 1..=99".into());
+    }
+    let written = purser_server::certs::init(&dir, members, &hosts, purser_client::now_ms())?;
+    for file in written {
+        println!("{}", file.display());
+    }
+    Ok(())
+}
+
 #[derive(Args)]
 pub struct ServeArgs {
     /// A TOML file with a key for each flag below (`id = 2`, `listen = "0.0.0.0:7601"`, ...);
@@ -134,11 +167,13 @@ pub async fn serve(a: ServeArgs) -> Result<(), CliError> {
     node.lease_reads = config.lease_reads;
     node.events_kept = config.events_kept;
     node.webhook_allow_private = config.webhook_allow_private;
+    node.peer_tls = config.peer_tls;
     let server = Server::start(ServeConfig {
         node,
         client_listen: config.listen,
         bootstrap_single: false,
         http_listen: config.http_listen,
+        tls: config.tls,
     })
     .await
     .map_err(|e| CliError(format!("cannot start: {e}")))?;

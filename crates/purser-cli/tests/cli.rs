@@ -738,3 +738,126 @@ fn tokens_scope_what_the_cli_may_do() {
         "unauthenticated",
     );
 }
+
+/// `purser certs init` makes what `serve` needs for TLS on both ports; the CLI reaches such a
+/// member with `--ca` (https) and its token, and a second `certs init` into the same
+/// directory is refused.
+#[test]
+fn a_member_served_over_tls_answers_the_cli_with_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let made = Command::new(BIN)
+        .args(["certs", "init"])
+        .arg(&certs)
+        .args(["--members", "1"])
+        .output()
+        .unwrap();
+    let made = out(&["certs", "init"], made);
+    assert_eq!(made.code, 0, "{made:?}");
+    for file in [
+        "ca.pem",
+        "ca.key",
+        "member-1.pem",
+        "member-1.key",
+        "client.pem",
+        "client.key",
+    ] {
+        assert!(made.stdout.contains(file), "{file} in {made:?}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(certs.join("member-1.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let again = Command::new(BIN)
+        .args(["certs", "init"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert_error(&out(&["certs", "init"], again), "already holds a CA");
+
+    let file = |name: &str| certs.join(name).to_str().unwrap().to_owned();
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "--tls-cert",
+            &file("member-1.pem"),
+            "--tls-key",
+            &file("member-1.key"),
+        ])
+        .args([
+            "--peer-cert",
+            &file("member-1.pem"),
+            "--peer-key",
+            &file("member-1.key"),
+        ])
+        .args(["--peer-ca", &file("ca.pem")]);
+    let member = Dev::spawn(command, dir.path(), "serve");
+    let log = member.log_text();
+    let peer = log
+        .split("(peers ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .to_owned();
+    let port = |addr: &str| addr.rsplit(':').next().unwrap().to_owned();
+    let endpoint = format!("localhost:{}", port(&member.endpoint));
+    let cli = |args: &[&str], envs: &[(&str, String)]| {
+        let output = Command::new(BIN)
+            .args([
+                "--endpoint",
+                &endpoint,
+                "--ca",
+                &file("ca.pem"),
+                "--output",
+                "json",
+            ])
+            .args(args)
+            .env_remove("PURSER_TOKEN")
+            .env_remove("PURSER_TOKEN_FILE")
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        out(args, output)
+    };
+    let members = format!("1=localhost:{}@{endpoint}", port(&peer));
+    let init = cli(&["cluster", "init", "--members", &members], &[]);
+    assert_eq!(init.code, 0, "{init:?}");
+    let init: Value = serde_json::from_str(&init.stdout).unwrap();
+    let token = init["admin_token"].as_str().unwrap().to_owned();
+    let with_token = [("PURSER_TOKEN", token)];
+    let created = cli(
+        &[
+            "node",
+            "create",
+            "acme",
+            "--currency",
+            "usd:2",
+            "--no-default-cap",
+        ],
+        &with_token,
+    );
+    assert_eq!(created.code, 0, "{created:?}");
+    let shown = cli(&["show", "acme"], &with_token);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    // Without the CA the CLI speaks plaintext to a TLS port and gets no answer.
+    let plain = Command::new(BIN)
+        .args(["--endpoint", &endpoint, "--timeout", "2s", "show", "acme"])
+        .env("PURSER_TOKEN", &with_token[0].1)
+        .output()
+        .unwrap();
+    assert_eq!(out(&["show"], plain).code, 1);
+    member.terminate();
+}

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Response, Status};
 
 /// Metadata key a follower sets to the leader's client address.
@@ -22,6 +22,11 @@ pub struct ClientConfig {
     /// The bearer token every call carries (`authorization: Bearer …`); `None` for a member
     /// without authentication (`purser dev --no-auth`).
     pub token: Option<String>,
+    /// The CA (PEM) that signed the members' certificates: with it, endpoints without a
+    /// scheme (and redirects) are `https://`, and the members' certificates are verified.
+    pub ca: Option<String>,
+    /// A client certificate and key (PEM), for members that require one (`--client-ca`).
+    pub identity: Option<(String, String)>,
     /// Per attempt.
     pub request_timeout: Duration,
     /// All attempts of one call together.
@@ -34,6 +39,8 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             token: None,
+            ca: None,
+            identity: None,
             request_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(30),
             attempts_max: 30,
@@ -47,6 +54,8 @@ impl std::fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientConfig")
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("ca", &self.ca.is_some())
+            .field("identity", &self.identity.as_ref().map(|_| "<set>"))
             .field("request_timeout", &self.request_timeout)
             .field("call_timeout", &self.call_timeout)
             .field("attempts_max", &self.attempts_max)
@@ -156,7 +165,7 @@ impl Client {
     ) -> Result<Self, ClientError> {
         let endpoints: Vec<String> = endpoints
             .into_iter()
-            .map(|e| normalize_endpoint(&e.into()))
+            .map(|e| with_scheme(&e.into(), config.ca.is_some()))
             .collect();
         if endpoints.is_empty() {
             return Err(ClientError::BadEndpoint(String::new()));
@@ -164,6 +173,11 @@ impl Client {
         for endpoint in &endpoints {
             Endpoint::from_shared(endpoint.clone())
                 .map_err(|_| ClientError::BadEndpoint(endpoint.clone()))?;
+            if endpoint.starts_with("https://") && config.ca.is_none() {
+                return Err(ClientError::BadEndpoint(format!(
+                    "{endpoint}: https needs the CA that signed the members' certificates"
+                )));
+            }
         }
         let shared = Shared {
             endpoints,
@@ -182,9 +196,23 @@ impl Client {
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(address.to_owned())
-            .map_err(|_| ClientError::BadEndpoint(address.to_owned()))?
-            .connect_timeout(self.shared.config.connect_timeout)
+        let config = &self.shared.config;
+        let mut endpoint = Endpoint::from_shared(address.to_owned())
+            .map_err(|_| ClientError::BadEndpoint(address.to_owned()))?;
+        if address.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &config.ca {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &config.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| ClientError::BadEndpoint(format!("{address}: {e}")))?;
+        }
+        let channel = endpoint
+            .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(address.to_owned(), channel.clone());
@@ -275,7 +303,7 @@ impl Client {
             .metadata()
             .get(LEADER_METADATA)
             .and_then(|v| v.to_str().ok())
-            .map(normalize_endpoint)
+            .map(|leader| with_scheme(leader, self.shared.config.ca.is_some()))
             .filter(|leader| leader != address);
         match redirect {
             Some(_) if !self.shared.follow_redirects => Next::Fail,
@@ -293,8 +321,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A client address as the URL a channel connects to: `http://` is added when it names no
 /// scheme, so that `host:port`, as members advertise themselves, can be given as it is.
 pub fn normalize_endpoint(endpoint: &str) -> String {
+    with_scheme(endpoint, false)
+}
+
+/// `endpoint` with `https://` (`tls`) or `http://` when it names no scheme.
+fn with_scheme(endpoint: &str, tls: bool) -> String {
     if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
         endpoint.to_owned()
+    } else if tls {
+        format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
     }

@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub auth: bool,
     /// Deliver webhooks to loopback, private and link-local addresses too (`webhook.rs`).
     pub webhook_allow_private: bool,
+    /// Mutual TLS on the peer port and to the other members (`tls.rs`); the CA is required.
+    pub peer_tls: Option<crate::tls::TlsFiles>,
 }
 
 impl NodeConfig {
@@ -57,6 +59,7 @@ impl NodeConfig {
             lease_reads: false,
             auth: true,
             webhook_allow_private: false,
+            peer_tls: None,
             events_kept: purser_storage::store::EVENTS_KEPT,
         }
     }

@@ -21,6 +21,7 @@ use purser_core::time::parse_time;
 use purser_proto::pb;
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::report;
 use crate::write::WritePath;
@@ -41,8 +42,9 @@ pub fn router(path: Arc<WritePath>) -> Router {
 }
 
 /// Serves `router` on `listener` until the task is aborted: one request per connection (the
-/// answer says `Connection: close`), at most `CONNECTIONS_MAX` connections at once.
-pub async fn serve(listener: TcpListener, router: Router) {
+/// answer says `Connection: close`), at most `CONNECTIONS_MAX` connections at once; over TLS
+/// when an acceptor is given (the handshake counts in the read timeout).
+pub async fn serve(listener: TcpListener, router: Router, tls: Option<TlsAcceptor>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
@@ -53,19 +55,39 @@ pub async fn serve(listener: TcpListener, router: Router) {
             continue;
         };
         let service = TowerToHyperService::new(router.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(READ_TIMEOUT)
-                .max_buf_size(HEAD_BYTES_MAX)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
+            let served = match tls {
+                None => serve_connection(stream, service).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, service).await,
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!("http {peer}: {e}");
             }
             drop(permit);
         });
     }
+}
+
+/// One HTTP/1.1 exchange on `io`.
+async fn serve_connection<IO>(io: IO, service: TowerToHyperService<Router>) -> Result<(), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .max_buf_size(HEAD_BYTES_MAX)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(io), service)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Where the HTTP endpoint of a member listens by default: its client port + 200.
@@ -244,7 +266,7 @@ mod tests {
             .expect("init");
         let listener = TcpListener::bind(loopback).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(serve(listener, router(node.path())));
+        let server = tokio::spawn(serve(listener, router(node.path()), None));
         let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
 
         let response = exchange(addr, &get("/elsewhere")).await;

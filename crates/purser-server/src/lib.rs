@@ -22,6 +22,7 @@
 mod answered;
 pub mod auth;
 mod batcher;
+pub mod certs;
 mod clock;
 pub mod config;
 mod delivery;
@@ -39,6 +40,7 @@ pub mod report;
 pub mod serve;
 pub mod service;
 mod tasks;
+pub mod tls;
 pub mod webhook;
 pub mod write;
 /// Storage and the Raft type configuration live in `purser-storage`.

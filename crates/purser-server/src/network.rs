@@ -13,7 +13,7 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::OptionalSend;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::metrics::Metrics;
 use crate::pb::raft_client::RaftClient;
@@ -30,11 +30,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone, Default)]
 pub struct PeerNetwork {
     metrics: Arc<Metrics>,
+    /// Mutual TLS to the other members' peer ports (`tls.rs`), when configured.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl PeerNetwork {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        PeerNetwork { metrics }
+    pub fn new(metrics: Arc<Metrics>, tls: Option<ClientTlsConfig>) -> Self {
+        PeerNetwork { metrics, tls }
     }
 }
 
@@ -42,7 +44,12 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
-        PeerClient::new(target, &node.peer_addr, self.metrics.clone())
+        PeerClient::new(
+            target,
+            &node.peer_addr,
+            self.metrics.clone(),
+            self.tls.clone(),
+        )
     }
 }
 
@@ -53,8 +60,18 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    fn new(target: NodeId, peer_addr: &str, metrics: Arc<Metrics>) -> Self {
-        let client = Endpoint::from_shared(format!("http://{peer_addr}"))
+    fn new(
+        target: NodeId,
+        peer_addr: &str,
+        metrics: Arc<Metrics>,
+        tls: Option<ClientTlsConfig>,
+    ) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client = Endpoint::from_shared(format!("{scheme}://{peer_addr}"))
+            .and_then(|endpoint| match tls {
+                Some(tls) => endpoint.tls_config(tls),
+                None => Ok(endpoint),
+            })
             .map(|endpoint| {
                 let channel = endpoint
                     .connect_timeout(CONNECT_TIMEOUT)

@@ -137,7 +137,12 @@ async fn open_raft(
     sm.set_events_kept(config.events_kept);
     let log = LogStore::new(db, metrics.store.clone()).map_err(|e| storage(&e))?;
     let raft_config = Arc::new(config.raft_config()?);
-    let network = PeerNetwork::new(metrics.clone());
+    let tls = config
+        .peer_tls
+        .as_ref()
+        .map(crate::tls::peer_client_config)
+        .transpose()?;
+    let network = PeerNetwork::new(metrics.clone(), tls);
     let raft = Raft::new(config.id, raft_config, network, log, sm.clone())
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -151,14 +156,39 @@ async fn serve_peers(
 ) -> Result<(SocketAddr, oneshot::Sender<()>, JoinHandle<()>), StartError> {
     let (listener, peer_addr) = crate::listen::bind(config.peer_listen).await?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(PEER_CONCURRENCY_PER_CONNECTION)
-        .add_service(RaftService::server(raft))
-        .serve_with_incoming_shutdown(crate::listen::incoming(listener), async {
-            let _ = stopped.await;
-        });
+        .add_service(RaftService::server(raft));
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    // Mutual TLS: only a certificate of the cluster's CA gets a connection.
+    let acceptor = match &config.peer_tls {
+        Some(files) if files.ca.is_none() => {
+            return Err(StartError::Config(
+                "--peer-ca is required with --peer-cert: members must prove they belong".into(),
+            ))
+        }
+        Some(files) => Some(crate::tls::acceptor(files, &[b"h2"])?),
+        None => None,
+    };
     let task = tokio::spawn(async move {
-        if let Err(e) = server.await {
+        let served = match acceptor {
+            Some(acceptor) => {
+                router
+                    .serve_with_incoming_shutdown(
+                        crate::tls::incoming(listener, acceptor),
+                        shutdown,
+                    )
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(crate::listen::incoming(listener), shutdown)
+                    .await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!("peer server stopped: {e}");
         }
     });

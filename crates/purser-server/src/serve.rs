@@ -35,8 +35,11 @@ pub struct ServeConfig {
     /// Initialize a single-member cluster of this node if the data directory is new
     /// (`purser dev`).
     pub bootstrap_single: bool,
-    /// Where the plain HTTP report endpoint (`GET /v1/report`) listens, if anywhere.
+    /// Where the HTTP report endpoint (`GET /v1/report`) listens, if anywhere.
     pub http_listen: Option<SocketAddr>,
+    /// TLS on the client and HTTP ports (`tls.rs`); with a CA, clients must present a
+    /// certificate it signed.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// A running member; dropping it does not stop it, [`Server::stop`] does.
@@ -60,6 +63,13 @@ impl Server {
         } else {
             None
         };
+        let (grpc_tls, http_tls) = match &config.tls {
+            Some(files) => (
+                Some(crate::tls::acceptor(files, &[b"h2"])?),
+                Some(crate::tls::acceptor(files, &[b"http/1.1"])?),
+            ),
+            None => (None, None),
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         let health_task = tokio::spawn(report_health(node.clone(), health));
         let (http_addr, http_task) = match config.http_listen {
@@ -67,21 +77,31 @@ impl Server {
             Some(addr) => {
                 let (listener, bound) = crate::listen::bind(addr).await?;
                 let router = crate::http::router(node.path());
-                let task = tokio::spawn(crate::http::serve(listener, router));
+                let task = tokio::spawn(crate::http::serve(listener, router, http_tls));
                 (Some(bound), Some(task))
             }
         };
         let router = client_router(&node).add_service(health_service);
-        let incoming = crate::listen::incoming(listener);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(e) = router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-            {
+            let served = match grpc_tls {
+                Some(acceptor) => {
+                    let incoming = crate::tls::incoming(listener, acceptor);
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }
+                None => {
+                    let incoming = crate::listen::incoming(listener);
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::error!("client server stopped: {e}");
             }
             health_task.abort();
@@ -241,5 +261,6 @@ pub fn dev_config(data_dir: PathBuf, client_listen: SocketAddr) -> ServeConfig {
         client_listen,
         bootstrap_single: true,
         http_listen: Some(crate::http::default_addr(client_listen)),
+        tls: None,
     }
 }

@@ -41,6 +41,7 @@ fn member_config(dir: &std::path::Path, id: u64, tune: &dyn Fn(&mut NodeConfig))
         client_listen: client,
         bootstrap_single: false,
         http_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        tls: None,
     }
 }
 

@@ -593,6 +593,15 @@ async fn every_call_refuses_who_may_not_make_it_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_judges_each_item_alone() {
     let mut w = world().await;
+    // Init needs no token, and so makes nothing on a cluster that has its first token.
+    let again = w
+        .client(Nobody)
+        .init(pb::InitRequest {
+            members: [(1, pb::MemberAddr::default())].into(),
+        })
+        .await
+        .expect_err("initialized already");
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again}");
     let items = vec![
         pb::BatchItem {
             op: Some(pb::batch_item::Op::Reserve(pb::ReserveRequest {

@@ -89,7 +89,7 @@ impl ClusterService {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Err(Status::unavailable(format!(
-            "the cluster is initialized but its first token was not created ({}): call Init again on any member",
+            "the cluster is initialized but its first token was not created ({}): call Init again",
             last.message()
         )))
     }
@@ -181,14 +181,32 @@ impl Cluster for ClusterService {
             ));
         }
         let wanted: BTreeSet<u64> = members.keys().copied().collect();
-        self.node
-            .initialize(members)
+        let initialized = self
+            .node
+            .raft
+            .is_initialized()
             .await
-            .map_err(Status::failed_precondition)?;
-        // Answer with the membership once this member has taken it in.
-        let _ = self
-            .wait_for(MEMBERSHIP_WAIT, |m| voters(m) == wanted)
-            .await;
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let tokenless = self.node.auth_enabled()
+            && self
+                .node
+                .read_local(|state, _| state.tokens(None).is_empty());
+        if !initialized {
+            self.node
+                .initialize(members)
+                .await
+                .map_err(Status::failed_precondition)?;
+            // Answer with the membership once this member has taken it in.
+            let _ = self
+                .wait_for(MEMBERSHIP_WAIT, |m| voters(m) == wanted)
+                .await;
+        } else if !tokenless {
+            return Err(Status::failed_precondition(
+                "the cluster is initialized already",
+            ));
+        }
+        // An Init whose first token was not made (no leader in time) is finished by calling
+        // Init again: the membership stays, the token is made.
         let (admin_token, admin_token_id) = if self.node.auth_enabled() {
             self.bootstrap().await?
         } else {

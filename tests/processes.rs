@@ -1,4 +1,5 @@
-//! Real `purser serve` processes on loopback: kill -9 under load, then restart.
+//! Real `purser serve` processes on loopback, with TLS, mutual TLS and tokens as in production:
+//! kill -9 under load, then restart.
 //!
 //! The binary is the workspace's `purser` (built by `cargo build -p purser-cli`, which the
 //! test command runs first); `PURSER_BIN` overrides its path.
@@ -36,6 +37,9 @@ struct Member {
     client: SocketAddr,
     peer: SocketAddr,
     dir: PathBuf,
+    /// What `purser certs init` wrote: the member serves with TLS and mutual TLS, as in
+    /// production.
+    certs: PathBuf,
     child: Option<Child>,
 }
 
@@ -52,11 +56,30 @@ impl Member {
             ])
             .arg("--data-dir")
             .arg(&self.dir)
+            .args(self.tls_args())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn purser serve");
         self.child = Some(child);
+    }
+
+    fn tls_args(&self) -> Vec<String> {
+        let file = |name: String| self.certs.join(name).display().to_string();
+        let (cert, key) = (
+            file(format!("member-{}.pem", self.id)),
+            file(format!("member-{}.key", self.id)),
+        );
+        [
+            ("--tls-cert", cert.clone()),
+            ("--tls-key", key.clone()),
+            ("--peer-cert", cert),
+            ("--peer-key", key),
+            ("--peer-ca", file("ca.pem".into())),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_owned(), value])
+        .collect()
     }
 
     /// SIGKILL: no shutdown path runs.
@@ -74,10 +97,14 @@ impl Drop for Member {
     }
 }
 
-/// A client carrying `token` (empty: none, as before `Init`).
+/// The CA of the run's certificates (`purser certs init`), which clients verify members with.
+static CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A client carrying `token` (empty: none, as before `Init`), over TLS.
 fn client(addrs: &[SocketAddr], timeout: Duration, token: &str) -> Client {
     let config = ClientConfig {
         token: (!token.is_empty()).then(|| token.to_owned()),
+        ca: CA.get().cloned(),
         call_timeout: timeout,
         ..Default::default()
     };
@@ -118,12 +145,23 @@ fn path(p: &str) -> Option<pb::NodeRef> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_reservation() {
     let dir = tempfile::tempdir().expect("temp dir");
+    let certs = dir.path().join("certs");
+    let made = Command::new(purser_bin())
+        .args(["certs", "init"])
+        .arg(&certs)
+        .args(["--members", "3"])
+        .output()
+        .expect("purser certs init");
+    assert!(made.status.success(), "{made:?}");
+    let ca = std::fs::read_to_string(certs.join("ca.pem")).expect("ca.pem");
+    CA.set(ca).expect("one run per process");
     let mut members: Vec<Member> = (1..=3)
         .map(|id| Member {
             id,
             client: free_addr(),
             peer: free_addr(),
             dir: dir.path().join(format!("n{id}")),
+            certs: certs.clone(),
             child: None,
         })
         .collect();

@@ -76,6 +76,11 @@ pub struct Settings {
     )]
     #[serde(alias = "webhook-allow-private")]
     pub webhook_allow_private: Option<bool>,
+    /// A CA (PEM) whose certificates https webhook receivers may present, besides the public
+    /// web PKI's.
+    #[arg(long, env = "PURSER_WEBHOOK_CA", value_name = "FILE")]
+    #[serde(alias = "webhook-ca")]
+    pub webhook_ca: Option<PathBuf>,
     /// The client and HTTP ports' certificate chain (PEM): TLS there. With --tls-key.
     #[arg(long, env = "PURSER_TLS_CERT", value_name = "FILE")]
     #[serde(alias = "tls-cert")]
@@ -129,6 +134,7 @@ impl Settings {
             webhook_allow_private: self
                 .webhook_allow_private
                 .or(fallback.webhook_allow_private),
+            webhook_ca: self.webhook_ca.or(fallback.webhook_ca),
             tls_cert: self.tls_cert.or(fallback.tls_cert),
             tls_key: self.tls_key.or(fallback.tls_key),
             client_ca: self.client_ca.or(fallback.client_ca),
@@ -163,6 +169,7 @@ const KEYS: &[&str] = &[
     "lease_reads",
     "events_kept",
     "webhook_allow_private",
+    "webhook_ca",
     "tls_cert",
     "tls_key",
     "client_ca",
@@ -204,6 +211,7 @@ pub struct Effective {
     pub lease_reads: bool,
     pub events_kept: u64,
     pub webhook_allow_private: bool,
+    pub webhook_ca: Option<PathBuf>,
     /// The client and HTTP ports' TLS.
     pub tls: Option<TlsFiles>,
     /// The peer port's mutual TLS.
@@ -333,6 +341,7 @@ impl Effective {
             lease_reads: s.lease_reads.unwrap_or(false),
             events_kept: s.events_kept.unwrap_or(purser_server::store::EVENTS_KEPT),
             webhook_allow_private: s.webhook_allow_private.unwrap_or(false),
+            webhook_ca: s.webhook_ca,
             tls,
             peer_tls,
         })
@@ -381,6 +390,7 @@ mod tests {
             lease_reads = true
             events_kept = 5_000
             webhook-allow-private = true
+            webhook_ca = "/etc/purser/hooks-ca.pem"
             tls_cert = "/etc/purser/member.pem"
             tls_key = "/etc/purser/member.key"
             client_ca = "/etc/purser/clients.pem"
@@ -402,6 +412,7 @@ mod tests {
                 lease_reads: Some(true),
                 events_kept: Some(5_000),
                 webhook_allow_private: Some(true),
+                webhook_ca: Some("/etc/purser/hooks-ca.pem".into()),
                 tls_cert: Some("/etc/purser/member.pem".into()),
                 tls_key: Some("/etc/purser/member.key".into()),
                 client_ca: Some("/etc/purser/clients.pem".into()),

@@ -33,6 +33,10 @@ pub struct DevArgs {
     /// this machine, while developing).
     #[arg(long)]
     pub webhook_allow_private: bool,
+    /// A CA (PEM) whose certificates https webhook receivers may present, besides the public
+    /// web PKI's.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_ca: Option<PathBuf>,
     /// The newest events this member keeps for `watch` and webhooks (at least 1000); older
     /// ones leave once folded into the report rollups.
     #[arg(long, value_name = "N", default_value_t = purser_server::store::EVENTS_KEPT)]
@@ -119,6 +123,7 @@ pub async fn dev(a: DevArgs) -> Result<(), CliError> {
     config.node.events_kept = a.events_kept;
     config.node.auth = !a.no_auth;
     config.node.webhook_allow_private = a.webhook_allow_private;
+    config.node.webhook_ca = a.webhook_ca.clone();
     let server = Server::start(config)
         .await
         .map_err(|e| CliError(format!("cannot start: {e}")))?;
@@ -167,6 +172,7 @@ pub async fn serve(a: ServeArgs) -> Result<(), CliError> {
     node.lease_reads = config.lease_reads;
     node.events_kept = config.events_kept;
     node.webhook_allow_private = config.webhook_allow_private;
+    node.webhook_ca = config.webhook_ca;
     node.peer_tls = config.peer_tls;
     let server = Server::start(ServeConfig {
         node,

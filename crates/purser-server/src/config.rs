@@ -36,6 +36,9 @@ pub struct NodeConfig {
     pub webhook_allow_private: bool,
     /// Mutual TLS on the peer port and to the other members (`tls.rs`); the CA is required.
     pub peer_tls: Option<crate::tls::TlsFiles>,
+    /// A CA (PEM) https webhook receivers may present certificates of, besides the public
+    /// web PKI's.
+    pub webhook_ca: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -60,6 +63,7 @@ impl NodeConfig {
             auth: true,
             webhook_allow_private: false,
             peer_tls: None,
+            webhook_ca: None,
             events_kept: purser_storage::store::EVENTS_KEPT,
         }
     }

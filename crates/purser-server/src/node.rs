@@ -53,7 +53,11 @@ impl PurserNode {
         let (peer_addr, peer_shutdown, peer_server) = serve_peers(&config, raft.clone()).await?;
         let (path, queue) = WritePath::new(raft, sm, metrics, config.lease_reads, config.auth);
         let path = Arc::new(path);
-        let webhooks = WebhookClient::new(config.webhook_allow_private)
+        let webhook_roots = match &config.webhook_ca {
+            Some(file) => crate::tls::read_certs(file)?,
+            None => Vec::new(),
+        };
+        let webhooks = WebhookClient::trusting(webhook_roots, config.webhook_allow_private)
             .map_err(|e| StartError::Config(format!("webhook TLS: {e}")))?;
         let tick_every = Duration::from_millis(config.tick_ms);
         let mut tasks = vec![peer_server];

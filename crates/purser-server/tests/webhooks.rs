@@ -212,10 +212,20 @@ struct Receiver {
     failing: Arc<AtomicBool>,
     refused: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
+    https: bool,
 }
 
 impl Receiver {
     async fn start(failing: bool) -> Receiver {
+        Receiver::serving(failing, None).await
+    }
+
+    /// A receiver over https, with a certificate for `localhost`.
+    async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> Receiver {
+        Receiver::serving(false, Some(acceptor)).await
+    }
+
+    async fn serving(failing: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -224,11 +234,18 @@ impl Receiver {
         let failing = Arc::new(AtomicBool::new(failing));
         let refused = Arc::new(AtomicU64::new(0));
         let (g, f, r) = (got.clone(), failing.clone(), refused.clone());
+        let https = tls.is_some();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (g, f, r) = (g.clone(), f.clone(), r.clone());
+                let (g, f, r, tls) = (g.clone(), f.clone(), r.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let _ = serve_one(stream, g, f, r).await;
+                    let _ = match tls {
+                        None => serve_one(stream, g, f, r).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => serve_one(stream, g, f, r).await,
+                            Err(e) => Err(e),
+                        },
+                    };
                 });
             }
         });
@@ -238,11 +255,16 @@ impl Receiver {
             failing,
             refused,
             task,
+            https,
         }
     }
 
     fn url(&self) -> String {
-        format!("http://{}/hooks/purser", self.addr)
+        if self.https {
+            format!("https://localhost:{}/hooks/purser", self.addr.port())
+        } else {
+            format!("http://{}/hooks/purser", self.addr)
+        }
     }
 
     fn deliveries(&self) -> Vec<Delivery> {
@@ -281,12 +303,15 @@ impl Drop for Receiver {
     }
 }
 
-async fn serve_one(
-    mut stream: tokio::net::TcpStream,
+async fn serve_one<S>(
+    mut stream: S,
     got: Arc<Mutex<Vec<Delivery>>>,
     failing: Arc<AtomicBool>,
     refused: Arc<AtomicU64>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -589,5 +614,73 @@ async fn a_private_destination_is_refused_without_the_flag() {
         .await
         .expect("list");
     assert!(listed.webhooks.is_empty());
+    server.stop().await;
+}
+
+/// A member started with a webhook CA (`--webhook-ca`) delivers over https to a receiver
+/// whose certificate that CA signed: the ping and the events arrive, signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_reach_an_https_receiver_through_a_private_ca() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let now = purser_client::now_ms();
+    let ca = purser_server::certs::Authority::new("receivers' CA", now).expect("CA");
+    let issued = ca
+        .issue("receiver", &["localhost".into()], now)
+        .expect("cert");
+    let ca_file = dir.path().join("webhook-ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("write CA");
+    let (cert_file, key_file) = (dir.path().join("r.pem"), dir.path().join("r.key"));
+    std::fs::write(&cert_file, &issued.cert_pem).expect("write cert");
+    std::fs::write(&key_file, &issued.key_pem).expect("write key");
+    let files = purser_server::tls::TlsFiles {
+        cert: cert_file,
+        key: key_file,
+        ca: None,
+    };
+    let receiver =
+        Receiver::start_tls(purser_server::tls::acceptor(&files, &[b"http/1.1"]).expect("tls"))
+            .await;
+
+    let mut config = dev_config(dir.path().join("data"), free_addr());
+    config.node.peer_listen = free_addr();
+    config.node.webhook_allow_private = true;
+    config.node.webhook_ca = Some(ca_file);
+    config.http_listen = None;
+    let server = Server::start(config).await.expect("start");
+    let file = server.admin_token_file.clone().expect("token file");
+    let token = std::fs::read_to_string(file)
+        .expect("token")
+        .trim()
+        .to_owned();
+    let client = Client::new(
+        [server.client_addr.to_string()],
+        ClientConfig {
+            token: Some(token),
+            ..Default::default()
+        },
+    )
+    .expect("client");
+    create(&client, None, "acme").await;
+    let hook = add_webhook(&client, receiver.url(), SECRET_A, &["usage"]).await;
+    let tested = client
+        .test_webhook(pb::TestWebhookRequest {
+            webhook_id: hook,
+            root: None,
+        })
+        .await
+        .expect("test");
+    assert_eq!(tested.results[0].http_status, 200, "{:?}", tested.results);
+    charge(&client, "acme", 5).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.ids().is_empty() {
+        assert!(Instant::now() < deadline, "no delivery over https");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivery = receiver
+        .deliveries()
+        .into_iter()
+        .find(|d| d.event_id != "0")
+        .expect("an event");
+    check_signature(SECRET_A, &delivery);
     server.stop().await;
 }

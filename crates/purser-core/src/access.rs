@@ -127,7 +127,7 @@ impl State {
         Ok(id)
     }
 
-    fn live_token(&self, id: u64, now_ms: u64) -> Result<&Token> {
+    pub(crate) fn live_token(&self, id: u64, now_ms: u64) -> Result<&Token> {
         let token = self
             .tokens
             .get(&id)

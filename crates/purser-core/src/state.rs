@@ -436,13 +436,21 @@ impl State {
         let now_ms = self.now_ms.max(at_ms);
         let before = Before::of(self, now_ms);
         let Command { request, actor, op } = command;
-        // Before the request id is looked at: a forbidden caller learns nothing of it.
+        // A dead token is refused before anything is looked at. A retry of a request this
+        // token made is answered with its first outcome before it is authorized again (it
+        // may no longer be allowed, its reservation being settled): request ids are kept per
+        // token, so a token only ever finds its own.
         if let Some(actor) = actor {
-            self.authorize_op(actor, now_ms, &op)?;
+            self.live_token(actor, now_ms)?;
         }
         let request_key = match self.admit(now_ms, request.as_ref(), actor, &op)? {
             Admission::System => None,
-            Admission::Fresh { key, payload } => Some((key, payload)),
+            Admission::Fresh { key, payload } => {
+                if let Some(actor) = actor {
+                    self.authorize_op(actor, now_ms, &op)?;
+                }
+                Some((key, payload))
+            }
             Admission::Duplicate(recorded) => {
                 self.advance(now_ms);
                 before.assert_only_clock_moved(self);

@@ -114,19 +114,37 @@ impl WritePath {
             .map_err(|e| status_from_error(&e))
     }
 
-    /// `command`, acting for `caller`, if this member's applied state lets `caller` do it: a
+    /// `command`, acting for `caller`, if the leader's applied state lets `caller` do it: a
     /// forbidden write is refused here, before the log (and before the leader's fast denial,
     /// which would tell a stranger how much room a node has). Apply judges it again.
+    ///
+    /// Judged on the leader only (elsewhere the write is redirected anyway, and a lagging
+    /// member must not answer for the leader), and not for a retry of a request the state
+    /// remembers: apply answers that with its first outcome, even when the call would no
+    /// longer be allowed (the reservation it settled is gone).
     pub fn authorize_command(
         &self,
         caller: Option<u64>,
         command: Command,
     ) -> Result<Command, Status> {
         let command = command.by(caller);
-        if let Some(actor) = caller {
-            self.read_local(|state, _| state.authorize_op(actor, state.now_ms(), &command.op))
-                .map_err(|e| status_from_error(&e))?;
+        let Some(actor) = caller else {
+            return Ok(command);
+        };
+        if !self.is_leader() {
+            return Ok(command);
         }
+        self.read_local(|state, _| {
+            let retry = command
+                .request
+                .as_ref()
+                .is_some_and(|r| state.remembers_request(Some(actor), &r.id));
+            if retry {
+                return Ok(());
+            }
+            state.authorize_op(actor, state.now_ms(), &command.op)
+        })
+        .map_err(|e| status_from_error(&e))?;
         Ok(command)
     }
 

@@ -602,6 +602,20 @@ async fn a_batch_judges_each_item_alone() {
         .await
         .expect_err("initialized already");
     assert_eq!(again.code(), Code::FailedPrecondition, "{again}");
+    // A retry of a release that took effect is its duplicate, though the hold is gone.
+    let release = pb::ReleaseRequest {
+        request_id: "release-once".into(),
+        sent_at_ms: purser_client::now_ms(),
+        reservation_id: w.acme_hold,
+    };
+    let editor = w.client(TeamEditor);
+    let first = editor.release(release.clone()).await.expect("release");
+    assert!(!first.duplicate);
+    let retry = editor
+        .release(release)
+        .await
+        .expect("the retry is answered");
+    assert!(retry.duplicate, "{retry:?}");
     let items = vec![
         pb::BatchItem {
             op: Some(pb::batch_item::Op::Reserve(pb::ReserveRequest {

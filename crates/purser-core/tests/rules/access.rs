@@ -285,7 +285,7 @@ fn each_access_level_does_what_it_may_within_its_scope_only() {
     x.refused(x.team_admin, move_out, Denied);
 
     // System commands are never a client's.
-    x.refused(x.cluster_admin, Op::Tick, Denied);
+    x.refused(x.cluster_admin, Op::Tick, ErrorKind::InvalidArgument);
 }
 
 #[test]
@@ -397,4 +397,31 @@ fn tokens_survive_a_snapshot_and_their_secrets_stay_indexed() {
     assert_eq!(restored.digest(), x.w.s.digest());
     assert_eq!(restored.token_by_hash(&secret(3)).unwrap(), x.team_admin);
     assert_eq!(restored.tokens(None), x.w.s.tokens(None));
+}
+
+#[test]
+fn a_retry_is_answered_with_its_first_outcome_though_no_longer_allowed() {
+    let mut x = Tenants::new();
+    let release =
+        x.w.command(Op::Release {
+            reservation_id: x.acme_hold,
+        })
+        .by(Some(x.team_editor));
+    let now = x.w.now;
+    let first = x.w.s.apply(now, release.clone()).unwrap();
+    assert!(
+        matches!(first.outcome, Outcome::Released { .. }),
+        "{first:?}"
+    );
+    // The hold is gone, so a new release would be refused: the retry is a duplicate.
+    let again = x.w.s.apply(now, release).unwrap();
+    assert!(matches!(again.outcome, Outcome::Duplicate(_)), "{again:?}");
+    let fresh = x.refused(
+        x.team_editor,
+        Op::Release {
+            reservation_id: x.acme_hold,
+        },
+        ErrorKind::NotFound,
+    );
+    assert!(fresh.message.contains("not open"), "{fresh}");
 }

@@ -1,7 +1,8 @@
 //! Certificates for a test or small cluster (`purser certs init`), made with rcgen: one CA,
 //! one certificate per member (server and client use: the peer port is mutual TLS, and the
 //! same certificate serves the client port), and one client certificate. They are valid from
-//! a day in the past (the chaos harness moves clocks back) for a year.
+//! a day in the past (the chaos harness moves clocks back) for a year. A member's certificate
+//! names the member (`member-N.purser`, see `tls::member_name`), which the peer port checks.
 
 use std::path::{Path, PathBuf};
 
@@ -131,7 +132,9 @@ pub fn init(
     write("ca.pem", ca.cert_pem(), false)?;
     write("ca.key", &ca.key_pem(), true)?;
     for id in 1..=members {
-        let issued = ca.issue(&format!("purser member {id}"), &hosts_all, now_ms)?;
+        let mut names = hosts_all.clone();
+        names.push(crate::tls::member_name(u64::from(id)));
+        let issued = ca.issue(&format!("purser member {id}"), &names, now_ms)?;
         write(&format!("member-{id}.pem"), &issued.cert_pem, false)?;
         write(&format!("member-{id}.key"), &issued.key_pem, true)?;
     }

@@ -162,7 +162,10 @@ async fn serve_peers(
     let (stop, stopped) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(PEER_CONCURRENCY_PER_CONNECTION)
-        .add_service(RaftService::server(raft));
+        .add_service(
+            RaftService::server(raft, config.peer_tls.is_some(), &config.data_dir)
+                .map_err(|e| StartError::Storage(format!("snapshot spool: {e}")))?,
+        );
     let shutdown = async {
         let _ = stopped.await;
     };

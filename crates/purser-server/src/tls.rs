@@ -208,3 +208,19 @@ pub fn peer_client_config(
             read(&files.key)?,
         )))
 }
+
+/// The name a member's peer certificate carries (a DNS subject alternative name), so that a
+/// certificate of the cluster's CA made for a client, or for another member, cannot speak for
+/// member `id` on the peer port. `purser certs init` writes it; an operator's own CA must too.
+pub fn member_name(id: u64) -> String {
+    format!("member-{id}.purser")
+}
+
+/// Whether `cert` (already verified against the peer CA) names member `id`.
+pub fn names_member(cert: &CertificateDer<'_>, id: u64) -> bool {
+    let Ok(name) = rustls::pki_types::ServerName::try_from(member_name(id)) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+}

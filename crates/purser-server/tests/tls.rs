@@ -6,15 +6,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use purser_client::{pb, Client, ClientConfig};
 use purser_server::certs::{self, Authority};
 use purser_server::node::NodeConfig;
 use purser_server::pb::raft_client::RaftClient;
-use purser_server::pb::RaftMessage;
+use purser_server::pb::{RaftMessage, SnapshotChunk};
 use purser_server::serve::{ServeConfig, Server};
-use purser_server::tls::TlsFiles;
+use purser_server::store::encode;
+use purser_server::tls::{self, TlsFiles};
+use purser_server::types::{SnapshotMeta, StoredMembership, TypeConfig, Vote};
 use purser_testkit::free_addr;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 fn files(dir: &Path, name: &str, ca: Option<&str>) -> TlsFiles {
     TlsFiles {
@@ -28,9 +31,21 @@ fn read(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).expect("read")
 }
 
-/// A raw Raft call to `peer_addr` over TLS that trusts the cluster's CA and presents
-/// `identity` (or nothing): whether the member let the call reach its Raft service.
-async fn raft_call(peer_addr: &str, ca: &str, identity: Option<(String, String)>) -> bool {
+/// What a raw Raft message sent to a member's peer port says of itself.
+enum Claim {
+    /// A pre-vote from candidate `id` (it changes nothing on the member).
+    PreVote(u64),
+    /// An empty append from a leader `id`, at a term far ahead of the cluster's.
+    Append(u64),
+}
+
+/// A Raft client of `peer_addr` over TLS trusting the cluster's CA and presenting `identity`
+/// (or nothing).
+async fn peer_client(
+    peer_addr: &str,
+    ca: &str,
+    identity: Option<(String, String)>,
+) -> Result<RaftClient<Channel>, tonic::transport::Error> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .domain_name("localhost");
@@ -43,17 +58,63 @@ async fn raft_call(peer_addr: &str, ca: &str, identity: Option<(String, String)>
         .expect("tls")
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5));
-    let Ok(channel) = endpoint.connect().await else {
-        return false;
+    Ok(RaftClient::new(endpoint.connect().await?))
+}
+
+/// Sends `claim` to `peer_addr` presenting `identity` (or nothing): `Ok` when the member's
+/// Raft service took the message, else the code it refused it with, or `Unavailable` when
+/// the connection itself was refused.
+async fn raft_call(
+    peer_addr: &str,
+    ca: &str,
+    identity: Option<(String, String)>,
+    claim: Claim,
+) -> Result<(), tonic::Code> {
+    let mut raft = peer_client(peer_addr, ca, identity)
+        .await
+        .map_err(|_| tonic::Code::Unavailable)?;
+    let sent = match claim {
+        Claim::PreVote(id) => {
+            let vote = VoteRequest::<TypeConfig>::new(Vote::new(1, id), None);
+            let data = encode(&vote).expect("encode");
+            raft.pre_vote(RaftMessage { data }).await
+        }
+        Claim::Append(id) => {
+            let append = AppendEntriesRequest::<TypeConfig> {
+                vote: Vote::new_committed(1_000_000, id),
+                prev_log_id: None,
+                entries: Vec::new(),
+                leader_commit: None,
+            };
+            let data = encode(&append).expect("encode");
+            raft.append_entries(RaftMessage { data }).await
+        }
     };
-    // Not a Raft message: a member that let the call in answers INVALID_ARGUMENT.
-    let garbage = RaftMessage {
-        data: vec![0xff; 8],
+    sent.map(|_| ()).map_err(|status| match status.code() {
+        code @ (tonic::Code::PermissionDenied | tonic::Code::InvalidArgument) => code,
+        // TLS 1.3 completes the client's side of the handshake before the server has judged
+        // its certificate: a refusal then shows as a connection dropped mid-call, in one of
+        // several codes.
+        _ => tonic::Code::Unavailable,
+    })
+}
+
+/// The first chunk of a snapshot stream from member `id`.
+fn snapshot_start(id: u64) -> SnapshotChunk {
+    let meta = SnapshotMeta {
+        last_log_id: None,
+        last_membership: StoredMembership::default(),
     };
-    match RaftClient::new(channel).vote(garbage).await {
-        Err(status) => status.code() == tonic::Code::InvalidArgument,
-        Ok(_) => true,
+    SnapshotChunk {
+        vote: encode(&Vote::new(1, id)).expect("encode"),
+        meta: encode(&meta).expect("encode"),
+        data: vec![0; 1024],
     }
+}
+
+/// Entries of directory `dir`.
+fn entries_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -61,7 +122,7 @@ async fn a_cluster_with_tls_on_every_port_serves_and_refuses_strangers() {
     let dir = tempfile::tempdir().expect("temp dir");
     let certs_dir = dir.path().join("certs");
     let now = purser_client::now_ms();
-    certs::init(&certs_dir, 3, &[], now).expect("certs");
+    certs::init(&certs_dir, 4, &[], now).expect("certs");
     let ca = read(&certs_dir, "ca.pem");
 
     let mut servers = BTreeMap::new();
@@ -170,28 +231,123 @@ async fn a_cluster_with_tls_on_every_port_serves_and_refuses_strangers() {
     .expect("client");
     assert!(plain.status(pb::StatusRequest {}).await.is_err());
 
-    // The peer port: a member's certificate gets in; another CA's, or none, does not.
+    // The peer port: a member's certificate gets in, for the member it names; a certificate
+    // of another CA, none, a client's, another member's, or one of a member outside the
+    // membership (member 4 was certified but never added) does not.
     let peer = format!("localhost:{}", addrs[&1].0.port());
-    let member = (
-        read(&certs_dir, "member-2.pem"),
-        read(&certs_dir, "member-2.key"),
-    );
-    assert!(
-        raft_call(&peer, &ca, Some(member)).await,
+    let cert = |name: &str| {
+        (
+            read(&certs_dir, &format!("{name}.pem")),
+            read(&certs_dir, &format!("{name}.key")),
+        )
+    };
+    assert_eq!(
+        raft_call(&peer, &ca, Some(cert("member-2")), Claim::PreVote(2)).await,
+        Ok(()),
         "a member's certificate is let in"
     );
     let stranger = Authority::new("another CA", now).expect("CA");
     let forged = stranger
-        .issue("purser member 2", &["localhost".into()], now)
+        .issue(
+            "purser member 2",
+            &["localhost".into(), tls::member_name(2)],
+            now,
+        )
         .expect("cert");
-    assert!(
-        !raft_call(&peer, &ca, Some((forged.cert_pem, forged.key_pem))).await,
+    let forged = Some((forged.cert_pem, forged.key_pem));
+    assert_eq!(
+        raft_call(&peer, &ca, forged, Claim::PreVote(2)).await,
+        Err(tonic::Code::Unavailable),
         "a certificate of another CA is refused"
     );
-    assert!(
-        !raft_call(&peer, &ca, None).await,
+    assert_eq!(
+        raft_call(&peer, &ca, None, Claim::PreVote(2)).await,
+        Err(tonic::Code::Unavailable),
         "no certificate is refused"
     );
+    let denied = Err(tonic::Code::PermissionDenied);
+    for (who, claim, why) in [
+        (
+            "client",
+            Claim::PreVote(2),
+            "a client certificate speaks for no member",
+        ),
+        (
+            "member-2",
+            Claim::PreVote(3),
+            "member 2 cannot speak for member 3",
+        ),
+        ("member-3", Claim::Append(2), "nor 3 append as leader 2"),
+        (
+            "member-4",
+            Claim::PreVote(4),
+            "a member outside the membership cannot vote",
+        ),
+        ("member-4", Claim::Append(4), "nor append entries"),
+    ] {
+        assert_eq!(
+            raft_call(&peer, &ca, Some(cert(who)), claim).await,
+            denied,
+            "{why}"
+        );
+    }
+
+    // The refused append changed nothing: the cluster still serves and agrees.
+    client
+        .show(pb::ShowRequest {
+            node: Some(pb::NodeRef {
+                node: Some(pb::node_ref::Node::Path("acme".into())),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("the cluster still serves");
+
+    // Snapshot streams: each is spooled to a file as it arrives, two at once at most; a
+    // third is refused, and a dropped stream leaves no file behind.
+    let spool = dir.path().join("n1").join("snapshot-incoming");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(1);
+        tx.send(snapshot_start(2)).await.expect("send");
+        let mut raft = peer_client(&peer, &ca, Some(cert("member-2")))
+            .await
+            .expect("connect");
+        let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        held.push((
+            tx,
+            tokio::spawn(async move { raft.install_snapshot(chunks).await }),
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while entries_in(&spool) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "two snapshot streams are spooled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut raft = peer_client(&peer, &ca, Some(cert("member-2")))
+        .await
+        .expect("connect");
+    let third = raft
+        .install_snapshot(futures_util::stream::iter([snapshot_start(2)]))
+        .await
+        .expect_err("a third stream is refused");
+    assert_eq!(third.code(), tonic::Code::ResourceExhausted, "{third}");
+    for (_, call) in &held {
+        call.abort();
+    }
+    drop(held);
+    while entries_in(&spool) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "dropped streams leave no spool file"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     for (_, server) in servers {
         server.stop().await;

@@ -9,8 +9,7 @@ use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Response, Status};
 
-/// Metadata key a follower sets to the leader's client address.
-pub const LEADER_METADATA: &str = "purser-leader";
+pub use purser_proto::LEADER_METADATA;
 
 /// Before the next attempt when no member named the leader, per attempt so far (capped at
 /// `PAUSE_ATTEMPTS_MAX` steps): elections and restarts take a moment.
@@ -239,6 +238,15 @@ impl Client {
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
+        Ok(self.call_answer(call).await?.into_inner())
+    }
+
+    /// [`Client::call`], answering the whole response (its metadata too).
+    pub(crate) async fn call_answer<T, F, Fut>(&self, call: F) -> Result<Response<T>, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
         let config = &self.shared.config;
         let deadline = tokio::time::Instant::now() + config.call_timeout;
         let mut turn = 0usize;
@@ -258,7 +266,7 @@ impl Client {
             let status = match result {
                 Ok(Ok(response)) => {
                     *lock(&self.shared.leader) = Some(address);
-                    return Ok(response.into_inner());
+                    return Ok(response);
                 }
                 Ok(Err(status)) => status,
                 Err(_) => Status::deadline_exceeded("attempt timed out"),

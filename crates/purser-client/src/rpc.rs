@@ -43,11 +43,14 @@ pub trait Acknowledged {
 }
 
 /// The answer to a mutating call, with the request id and first send time it was sent with
-/// (the caller's, or those the client filled in). Reads as the response itself.
+/// (the caller's, or those the client filled in), and the token it acted for. Reads as the
+/// response itself.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mutated<T> {
     pub request_id: String,
     pub sent_at_ms: u64,
+    /// The id of the token the cluster acted for (none without authentication).
+    pub actor: Option<u64>,
     pub response: T,
 }
 
@@ -82,11 +85,18 @@ impl Client {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let (request_id, sent_at_ms) = request.stamp();
-        let response = self.send(request, send).await?;
+        let answer = self
+            .call_answer(|channel| send(channel, request.clone()))
+            .await?;
+        let actor = answer
+            .metadata()
+            .get(purser_proto::TOKEN_ID_METADATA)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
         Ok(Mutated {
             request_id,
             sent_at_ms,
-            response,
+            actor,
+            response: answer.into_inner(),
         })
     }
 }

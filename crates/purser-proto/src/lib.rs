@@ -21,6 +21,12 @@ pub mod pb {
     tonic::include_proto!("purser.v1");
 }
 
+/// Response metadata a follower sets to the leader's client address, on a redirect.
+pub const LEADER_METADATA: &str = "purser-leader";
+/// Response metadata naming the token a call acted for: the answer to a mutation says who
+/// made it, as its event does (`token_id`).
+pub const TOKEN_ID_METADATA: &str = "purser-token-id";
+
 pub use convert::{
     digest_hex, status_from_error, ConvertError, FromOutcome, GrantsQuery, HoldsQuery,
     MutatingRequest, UnexpectedOutcome,

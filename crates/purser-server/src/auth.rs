@@ -4,12 +4,17 @@
 //! file only finds the token, and judges reads and (early) writes with those rules on the
 //! applied state. Apply judges every write again, at its place in the log.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use purser_core::{Access, Command, Need, Op, Outcome, RequestMeta, SecretHash};
 use purser_proto::convert::status_from_error;
-use purser_proto::pb;
+use purser_proto::{pb, TOKEN_ID_METADATA};
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
-use tonic::Status;
+use tonic::{Request, Status};
 
 use crate::write::WritePath;
 
@@ -77,11 +82,81 @@ fn malformed() -> Status {
     Status::unauthenticated("the authorization header must be `Bearer <token>`")
 }
 
+/// The token a call acts for, found once per call by [`ActingToken`] and read by the services.
+#[derive(Clone)]
+struct Found(Result<Option<u64>, Status>);
+
+/// Finds the token each call of the client port acts for (kept in the request for the
+/// service) and names it in the answer's [`TOKEN_ID_METADATA`].
+#[derive(Clone)]
+pub struct ActingTokenLayer(pub Arc<WritePath>);
+
+impl<S> tower_layer::Layer<S> for ActingTokenLayer {
+    type Service = ActingToken<S>;
+
+    fn layer(&self, inner: S) -> ActingToken<S> {
+        ActingToken {
+            inner,
+            path: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ActingToken<S> {
+    inner: S,
+    path: Arc<WritePath>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, RB> tower_service::Service<http::Request<B>> for ActingToken<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let value = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| Status::unauthenticated("the authorization header is not text"))
+            })
+            .transpose();
+        let found = value.and_then(|value| self.path.caller_of_authorization(value));
+        let token_id = found.as_ref().ok().copied().flatten();
+        request.extensions_mut().insert(Found(found));
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            if let Some(id) = token_id {
+                response
+                    .headers_mut()
+                    .insert(TOKEN_ID_METADATA, http::HeaderValue::from(id));
+            }
+            Ok(response)
+        })
+    }
+}
+
 impl WritePath {
     /// The token a call acts for: `None` when this member runs without authentication,
-    /// otherwise the live token its metadata carries, or UNAUTHENTICATED.
-    pub fn caller(&self, metadata: &MetadataMap) -> Result<Option<u64>, Status> {
-        self.caller_of_authorization(authorization(metadata)?)
+    /// otherwise the live token its metadata carries, or UNAUTHENTICATED. Found once, by
+    /// [`ActingToken`], when the call came through it.
+    pub fn caller<T>(&self, request: &Request<T>) -> Result<Option<u64>, Status> {
+        match request.extensions().get::<Found>() {
+            Some(Found(found)) => found.clone(),
+            None => self.caller_of_authorization(authorization(request.metadata())?),
+        }
     }
 
     /// [`WritePath::caller`] from the value of an `authorization` header (gRPC or HTTP).

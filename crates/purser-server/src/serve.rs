@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::server::Router;
+use tower_layer::{Identity, Stack};
 
+use crate::auth::ActingTokenLayer;
 use crate::config::{NodeConfig, StartError};
 use crate::node::PurserNode;
 use crate::service::admin::AdminService;
@@ -165,11 +167,12 @@ pub async fn serve(
 }
 
 /// The client port's gRPC services, with their limits.
-fn client_router(node: &Arc<PurserNode>) -> Router {
+fn client_router(node: &Arc<PurserNode>) -> Router<Stack<ActingTokenLayer, Identity>> {
     let path = node.path();
     tonic::transport::Server::builder()
         .concurrency_limit_per_connection(CLIENT_CONCURRENCY_PER_CONNECTION)
         .timeout(CLIENT_REQUEST_TIMEOUT)
+        .layer(ActingTokenLayer(path.clone()))
         .add_service(BudgetService::server(path.clone()))
         .add_service(AdminService::server(path.clone()))
         .add_service(ClusterService::server(node.clone()))

@@ -23,8 +23,7 @@ use crate::types::{LogId, NodeId, PeerNode, Raft, TypeConfig};
 /// Commands waiting for a batch at most; beyond it writes are refused as overloaded.
 pub const WRITE_QUEUE_MAX: usize = 65_536;
 
-/// Metadata key carrying the leader's client address on a redirect.
-pub const LEADER_METADATA: &str = "purser-leader";
+pub use purser_proto::LEADER_METADATA;
 
 /// Why a write was not applied. `NotLeader` and `Overloaded` are safe to retry anywhere;
 /// `Unknown` may or may not have been applied: retry with the same request id.

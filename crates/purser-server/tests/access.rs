@@ -65,6 +65,7 @@ struct World {
     server: Option<Server>,
     endpoint: String,
     tokens: std::collections::BTreeMap<Who, String>,
+    token_ids: std::collections::BTreeMap<Who, u64>,
     acme_hold: u64,
     beta_hold: u64,
     beta_grant: u64,
@@ -192,6 +193,7 @@ async fn world() -> World {
         endpoint: server.client_addr.to_string(),
         server: Some(server),
         tokens: [(ClusterAdmin, admin_token)].into(),
+        token_ids: Default::default(),
         acme_hold: 0,
         beta_hold: 0,
         beta_grant: 0,
@@ -242,8 +244,9 @@ async fn world() -> World {
         (TeamViewer, "acme/team", Viewer),
         (BetaAdmin, "beta", Admin),
     ] {
-        let (token, _) = create_token(&admin, scope, access, 0).await;
+        let (token, id) = create_token(&admin, scope, access, 0).await;
         world.tokens.insert(who, token);
+        world.token_ids.insert(who, id);
     }
     let (revoked, revoked_id) = create_token(&admin, "acme/team", Editor, 0).await;
     world.tokens.insert(Revoked, revoked);
@@ -616,6 +619,16 @@ async fn a_batch_judges_each_item_alone() {
         .await
         .expect("the retry is answered");
     assert!(retry.duplicate, "{retry:?}");
+    // Each answer names the token it acted for.
+    let editor_id = Some(w.token_ids[&TeamEditor]);
+    assert_eq!((first.actor, retry.actor), (editor_id, editor_id));
+    let by_admin = w
+        .client(TeamAdmin)
+        .create_node(child("acme/team", "bob"))
+        .await
+        .expect("create");
+    assert_eq!(by_admin.actor, Some(w.token_ids[&TeamAdmin]));
+    assert_ne!(editor_id, by_admin.actor);
     let items = vec![
         pb::BatchItem {
             op: Some(pb::batch_item::Op::Reserve(pb::ReserveRequest {

@@ -30,7 +30,7 @@ macro_rules! admin_calls {
                 &self,
                 request: Request<pb::$request>,
             ) -> Result<Response<pb::$response>, Status> {
-                let caller = self.path.caller(request.metadata())?;
+                let caller = self.path.caller(&request)?;
                 let command = request.into_inner().into_command()?;
                 Ok(Response::new(respond(&self.path, caller, command).await?))
             })*

@@ -154,7 +154,7 @@ impl Budget for BudgetService {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         Ok(Response::new(
             self.reserve_one(caller, request.into_inner()).await?,
         ))
@@ -164,7 +164,7 @@ impl Budget for BudgetService {
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         Ok(Response::new(
             self.mutate(caller, request.into_inner()).await?,
         ))
@@ -174,7 +174,7 @@ impl Budget for BudgetService {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         Ok(Response::new(
             self.mutate(caller, request.into_inner()).await?,
         ))
@@ -184,7 +184,7 @@ impl Budget for BudgetService {
         &self,
         request: Request<pb::ChargeRequest>,
     ) -> Result<Response<pb::ChargeResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         Ok(Response::new(
             self.charge_one(caller, request.into_inner()).await?,
         ))
@@ -194,7 +194,7 @@ impl Budget for BudgetService {
         &self,
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let items = request.into_inner().items;
         if items.len() > BATCH_ITEMS_MAX {
             return Err(Status::invalid_argument(format!(
@@ -216,7 +216,7 @@ impl Budget for BudgetService {
         &self,
         request: Request<pb::ShowRequest>,
     ) -> Result<Response<pb::ShowResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let request = request.into_inner();
         let node = node_ref(request.node)?;
         self.path
@@ -236,7 +236,7 @@ impl Budget for BudgetService {
         &self,
         request: Request<pb::UsageRequest>,
     ) -> Result<Response<pb::UsageResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let request = request.into_inner();
         let node = node_ref(request.node)?;
         self.path
@@ -260,7 +260,7 @@ impl Budget for BudgetService {
         request: Request<pb::HoldsRequest>,
     ) -> Result<Response<pb::HoldsResponse>, Status> {
         use pb::holds_request::Target;
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let request = request.into_inner();
         let listed = match request.target {
             Some(Target::Node(node)) => Listed::Node(node),
@@ -293,7 +293,7 @@ impl Budget for BudgetService {
         request: Request<pb::GrantsRequest>,
     ) -> Result<Response<pb::GrantsResponse>, Status> {
         use pb::grants_request::Target;
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let request = request.into_inner();
         let listed = match request.target {
             Some(Target::Node(node)) => Listed::Node(node),

@@ -57,7 +57,7 @@ impl ClusterService {
 
     /// The caller of `metadata` must hold a `/` token with at least `access`.
     fn cluster_caller<T>(&self, request: &Request<T>, access: Access) -> Result<(), Status> {
-        let caller = self.node.caller(request.metadata())?;
+        let caller = self.node.caller(request)?;
         self.node.authorize(caller, Need::Cluster(access))?;
         Ok(())
     }

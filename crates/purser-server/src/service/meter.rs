@@ -181,7 +181,7 @@ impl Meter for MeterService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let request = request.into_inner();
         let filter = self.filter(caller, request.kinds, request.node)?;
         let cursor = request.from_index.max(1);

@@ -26,7 +26,7 @@ impl Reports for ReportService {
         &self,
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let mut query = Query::parse(request.into_inner())?;
         query.restrict_to(&self.path, caller)?;
         let rows = run(&self.path, &query).await?;

@@ -37,7 +37,7 @@ impl Tokens for TokenService {
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let r = request.into_inner();
         if r.request_id.is_empty() || r.sent_at_ms == 0 {
             return Err(Status::invalid_argument(
@@ -100,7 +100,7 @@ impl Tokens for TokenService {
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let scope = request.into_inner().scope;
         let under = match scope.as_str() {
             "" => match caller {
@@ -140,7 +140,7 @@ impl Tokens for TokenService {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let command = request.into_inner().into_command()?;
         Ok(Response::new(respond(&self.path, caller, command).await?))
     }

@@ -74,7 +74,7 @@ impl Webhook for WebhookService {
         &self,
         request: Request<pb::AddWebhookRequest>,
     ) -> Result<Response<pb::AddWebhookResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let request = request.into_inner();
         self.client
             .check_destination(&request.url)
@@ -88,7 +88,7 @@ impl Webhook for WebhookService {
         &self,
         request: Request<pb::RemoveWebhookRequest>,
     ) -> Result<Response<pb::RemoveWebhookResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let command = request.into_inner().into_command()?;
         Ok(Response::new(respond(&self.path, caller, command).await?))
     }
@@ -97,7 +97,7 @@ impl Webhook for WebhookService {
         &self,
         request: Request<pb::ListWebhooksRequest>,
     ) -> Result<Response<pb::ListWebhooksResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let root = root_ref(request.into_inner().root)?;
         self.path
             .authorize(caller, Need::Root(&root, Access::Admin))?;
@@ -126,7 +126,7 @@ impl Webhook for WebhookService {
         &self,
         request: Request<pb::TestWebhookRequest>,
     ) -> Result<Response<pb::TestWebhookResponse>, Status> {
-        let caller = self.path.caller(request.metadata())?;
+        let caller = self.path.caller(&request)?;
         let hooks = self.to_test(caller, request.into_inner())?;
         // At most `WEBHOOKS_PER_ROOT_MAX` pings, concurrently, each bounded by `POST_TIMEOUT`.
         let pings = hooks.into_iter().map(|hook| async move {

@@ -173,13 +173,25 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&data)
             .arg("--lease-reads")
-            // The namespaces' bridge is a private test network (TLS for the harness is to come).
-            .arg("--insecure")
             .env(FAULTS_FILE_ENV, &faults_file)
             .env(
                 "RUST_LOG",
                 std::env::var("PURSER_LOG").unwrap_or("info".into()),
             );
+        // As in production: TLS on the client port, mutual TLS between members.
+        let certs = self.certs_dir();
+        let file = |name: String| certs.join(name);
+        command
+            .arg("--tls-cert")
+            .arg(file(format!("member-{id}.pem")))
+            .arg("--tls-key")
+            .arg(file(format!("member-{id}.key")))
+            .arg("--peer-cert")
+            .arg(file(format!("member-{id}.pem")))
+            .arg("--peer-key")
+            .arg(file(format!("member-{id}.key")))
+            .arg("--peer-ca")
+            .arg(file("ca.pem".into()));
         if let Some(lib) = &self.faketime {
             // Only the wall clock: a faked monotonic clock hangs tokio. The offset file is read
             // at every clock call (no cache), so a jump takes effect at once.
@@ -202,6 +214,37 @@ impl Cluster {
     }
 
     /// Node `id`'s data directory.
+    fn certs_dir(&self) -> PathBuf {
+        self.dir.join("certs")
+    }
+
+    /// Makes the cluster's CA and member certificates (`purser certs init`), valid for every
+    /// node's address and from a day in the past (the clock nemeses move clocks by an hour at
+    /// most), and keeps the CA for the clients.
+    pub fn certify(&self) -> std::io::Result<()> {
+        let dir = self.certs_dir();
+        let mut command = Command::new(&self.bin);
+        command
+            .args(["certs", "init"])
+            .arg(&dir)
+            .args(["--members", &self.nodes.len().to_string()]);
+        for id in self.ids() {
+            command.args(["--host", &net::address(id)]);
+        }
+        let out = command.stdin(Stdio::null()).output()?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(format!(
+                "purser certs init: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let ca = std::fs::read_to_string(dir.join("ca.pem"))?;
+        if CLUSTER_CA.set(ca).is_err() {
+            eprintln!("purser-jepsen: the cluster was certified twice in one run");
+        }
+        Ok(())
+    }
+
     pub fn data_dir(&self, id: u32) -> PathBuf {
         self.dir.join(format!("n{id}"))
     }
@@ -358,6 +401,13 @@ impl Cluster {
 /// run with authentication on, as in production.
 static ADMIN_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
+/// The CA clients verify the members with, from [`Cluster::certify`].
+static CLUSTER_CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+pub fn cluster_ca() -> Option<String> {
+    CLUSTER_CA.get().cloned()
+}
+
 /// The token clients send (none before `Init`).
 pub fn admin_token() -> Option<String> {
     ADMIN_TOKEN.get().cloned()
@@ -386,7 +436,7 @@ fn signal(child: &Child, name: &str) -> Result<(), net::NetError> {
 fn one_client(id: u32, timeout: Duration) -> Result<Client, purser_client::ClientError> {
     let config = ClientConfig {
         token: admin_token(),
-        ca: None,
+        ca: cluster_ca(),
         identity: None,
         request_timeout: timeout.min(Duration::from_secs(2)),
         call_timeout: timeout,
@@ -428,7 +478,7 @@ pub async fn leader(ids: &[u32]) -> Option<u32> {
 pub fn admin_client(ids: &[u32]) -> Result<Client, purser_client::ClientError> {
     let config = ClientConfig {
         token: admin_token(),
-        ca: None,
+        ca: cluster_ca(),
         identity: None,
         request_timeout: Duration::from_secs(15),
         call_timeout: Duration::from_secs(30),
@@ -455,7 +505,7 @@ pub async fn voters(ids: &[u32]) -> Option<Vec<u32>> {
 fn waiting_client(id: u32, timeout: Duration) -> Result<Client, String> {
     let config = ClientConfig {
         token: admin_token(),
-        ca: None,
+        ca: cluster_ca(),
         identity: None,
         request_timeout: timeout,
         call_timeout: timeout,

@@ -222,6 +222,7 @@ pub async fn run(opts: Options) -> Result<Summary, RunError> {
         nodes: opts.nodes,
     };
     net::create(opts.nodes)?;
+    cluster.lock().expect("cluster").certify()?;
     let ids: Vec<u32> = (1..=opts.nodes).collect();
     for &id in &ids {
         cluster.lock().expect("cluster").start(id)?;

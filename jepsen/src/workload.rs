@@ -100,7 +100,7 @@ pub const WORKER_HOLDS_MAX: usize = 4;
 pub fn client_config() -> ClientConfig {
     ClientConfig {
         token: crate::cluster::admin_token(),
-        ca: None,
+        ca: crate::cluster::cluster_ca(),
         identity: None,
         request_timeout: Duration::from_millis(1000),
         call_timeout: Duration::from_secs(3),

@@ -8,6 +8,9 @@
 #   redis-everysec   Redis 7, AOF with appendfsync everysec (may lose the last second)
 #   postgres         PostgreSQL 15, synchronous_commit on (row locks)
 #   etcd             a 3-member etcd 3.4 cluster (compare-and-swap transactions)
+# and, at 64 clients, what TLS and tokens cost: two single-member Purser instances that differ
+# only in that, `purser dev --no-auth` (plaintext, no tokens) against `purser dev` with
+# --tls-cert (TLS, every call carrying a token), printed as one line after the table.
 #
 #   scripts/bench-peers.sh [--duration 10s] [--clients 1,16,64,256] [--warmup 3s]
 #                          [--out bench-results.json]
@@ -17,7 +20,8 @@
 # distribution's own instances that the install started, builds `purser` and `purser-bench`
 # (release) into $CARGO_TARGET_DIR (default ~/.cache/purser/target, like scripts/test.sh),
 # then starts every system in a temporary directory, on 127.0.0.1 only, on ports of its own:
-#   purser 27600-27602 (clients) 27700-27702 (peers), etcd 23791-23793 (clients)
+#   purser 27600-27602 (clients) 27700-27702 (peers), 27800 and 27810 (the single members;
+#   peers +100, HTTP +200), etcd 23791-23793 (clients)
 #   23801-23803 (peers), redis 26379 (always) 26380 (everysec), postgres 25432.
 # It measures the disk's fsync latency there (every system's writes wait for it), runs each
 # system at each client count, prints the table and writes the JSON array to --out. Every
@@ -189,6 +193,12 @@ done
 
 redis_port_always=26379
 redis_port_everysec=26380
+# The TLS + tokens pair: one member each, otherwise identical.
+"$purser" certs init "$work/certs" --members 1 >/dev/null
+spawn purser-open "$purser" dev --no-auth --listen 127.0.0.1:27800 --data-dir "$work/purser-open"
+spawn purser-secure "$purser" dev --listen 127.0.0.1:27810 --data-dir "$work/purser-secure" \
+  --tls-cert "$work/certs/member-1.pem" --tls-key "$work/certs/member-1.key"
+
 for mode in always everysec; do
   port_var=redis_port_$mode
   mkdir -p "$work/redis-$mode"
@@ -227,6 +237,9 @@ for i in 1 2 3; do
   wait_for "Purser member $i to serve" "$work/purser$i.log" \
     grep -q "purser member serving" "$work/purser$i.log"
 done
+for name in purser-open purser-secure; do
+  wait_for "Purser $name to serve" "$work/$name.log" grep -q "purser dev: listening" "$work/$name.log"
+done
 # The cluster's first token (scope /, admin): the CLI and purser-bench send it.
 "$purser" --endpoint http://127.0.0.1:27600 cluster init --token-file "$work/admin.token" \
   --members "1=127.0.0.1:27700,2=127.0.0.1:27701,3=127.0.0.1:27702" >/dev/null
@@ -262,6 +275,21 @@ for c in "${client_counts[@]}"; do
       failed+=("$label at $c clients")
     fi
   done
+done
+
+# What TLS and tokens cost, at 64 clients (table line "TLS + tokens").
+for label in purser-1-open purser-1-tls-auth; do
+  extra=()
+  case "$label" in
+    purser-1-open) endpoints=127.0.0.1:27800 ;;
+    purser-1-tls-auth) endpoints=localhost:27810
+      extra=(--ca "$work/certs/ca.pem" --token "$(cat "$work/purser-secure/admin.token")") ;;
+  esac
+  echo "== $label, 64 clients"
+  if ! run_child "$bench" run --system purser --label "$label" --endpoints "$endpoints" \
+    --clients 64 --duration "$duration" --warmup "$warmup" --json "$results" "${extra[@]}"; then
+    failed+=("$label at 64 clients")
+  fi
 done
 
 # The cap running out mid-run: the org's limit is lowered after the warm-up to what about half

@@ -101,6 +101,10 @@ struct RunArgs {
     /// admin to set it up).
     #[arg(long, env = "PURSER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Purser only: the CA (PEM) the members' TLS certificates are checked against; the
+    /// endpoints are then https.
+    #[arg(long, env = "PURSER_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 /// `10s`, `500ms`, `2m`.
@@ -150,10 +154,18 @@ async fn run_command(args: RunArgs) -> backend::Result<ExitCode> {
     let tree = Tree::standard();
     let (label, result) = match args.system {
         System::Purser => {
+            let ca = args
+                .ca
+                .as_ref()
+                .map(|file| {
+                    std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))
+                })
+                .transpose()?;
             let backend = Arc::new(purser::Purser::connect(
                 &args.endpoints,
                 !args.no_coalesce,
                 args.token.clone(),
+                ca,
             )?);
             ("purser", measure(backend, tree, &options).await?)
         }

@@ -34,9 +34,15 @@ pub struct Purser {
 impl Purser {
     /// `coalesce`: send the clients' reserves and settles through `purser-client`'s
     /// coalescer (many concurrent calls per `Batch` RPC), as a busy gateway process would.
-    pub fn connect(endpoints: &[String], coalesce: bool, token: Option<String>) -> Result<Purser> {
+    pub fn connect(
+        endpoints: &[String],
+        coalesce: bool,
+        token: Option<String>,
+        ca: Option<String>,
+    ) -> Result<Purser> {
         let config = ClientConfig {
             token,
+            ca,
             request_timeout: Duration::from_secs(10),
             ..ClientConfig::default()
         };

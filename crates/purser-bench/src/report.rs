@@ -87,11 +87,17 @@ impl Row {
     }
 }
 
+/// The labels of the pair of runs that measure what TLS and tokens cost: one member each,
+/// the same workload, plaintext without authentication and TLS with tokens.
+pub const SECURITY_OFF: &str = "purser-1-open";
+pub const SECURITY_ON: &str = "purser-1-tls-auth";
+
 /// The markdown table: per client count, every system's figures and Purser's ratios against
 /// it (throughput Purser / peer, p99 peer / Purser: above 1 means Purser is better on both).
 pub fn table(rows: &[Row]) -> String {
     let mut by_clients: BTreeMap<usize, Vec<&Row>> = BTreeMap::new();
-    for row in rows.iter().filter(|r| r.mode == "standard") {
+    let security = |r: &&Row| r.system == SECURITY_OFF || r.system == SECURITY_ON;
+    for row in rows.iter().filter(|r| r.mode == "standard" && !security(r)) {
         by_clients.entry(row.clients).or_default().push(row);
     }
     let mut out = String::from(
@@ -121,6 +127,25 @@ pub fn table(rows: &[Row]) -> String {
                 if row.overspend_ok && row.spend_ok { "yes" } else { "NO" },
             );
         }
+    }
+    for off in rows.iter().filter(|r| r.system == SECURITY_OFF) {
+        let Some(on) = rows
+            .iter()
+            .find(|r| r.system == SECURITY_ON && r.clients == off.clients)
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "\nTLS + tokens, one member at {} clients: without {:.0} ops/s, p99 {:.2} ms; with {:.0} ops/s, p99 {:.2} ms; with/without: ops {}, p99 {}",
+            off.clients,
+            off.ops_per_s,
+            off.p99_ms,
+            on.ops_per_s,
+            on.p99_ms,
+            ratio(on.ops_per_s, off.ops_per_s),
+            ratio(on.p99_ms, off.p99_ms),
+        );
     }
     for row in rows.iter().filter(|r| r.mode == "exhaust") {
         let first = row.first_denial_s.map_or("no denial".to_owned(), |s| {
@@ -194,7 +219,25 @@ mod tests {
             "{table}"
         );
         let one = table.find("| 1 | purser").expect("row");
+        assert!(!table.contains(SECURITY_OFF), "no security rows, no line");
         let many = table.find("| 64 | purser").expect("row");
         assert!(one < many, "client counts ascend");
+    }
+
+    #[test]
+    fn the_security_pair_is_a_line_of_its_own() {
+        let rows = vec![
+            row("purser", 64, 20_000.0, 5.0),
+            row(SECURITY_OFF, 64, 10_000.0, 4.0),
+            row(SECURITY_ON, 64, 8_000.0, 5.0),
+        ];
+        let table = table(&rows);
+        assert!(!table.contains("| 64 | purser-1"), "{table}");
+        assert!(
+            table.contains(
+                "TLS + tokens, one member at 64 clients: without 10000 ops/s, p99 4.00 ms; with 8000 ops/s, p99 5.00 ms; with/without: ops 0.80, p99 1.25"
+            ),
+            "{table}"
+        );
     }
 }

@@ -41,6 +41,13 @@ pub struct DevArgs {
     /// ones leave once folded into the report rollups.
     #[arg(long, value_name = "N", default_value_t = purser_server::store::EVENTS_KEPT)]
     pub events_kept: u64,
+    /// Serve the client and HTTP ports over TLS with this certificate chain (PEM); clients
+    /// then connect with `--ca` (`purser certs init` writes both).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -124,6 +131,13 @@ pub async fn dev(a: DevArgs) -> Result<(), CliError> {
     config.node.auth = !a.no_auth;
     config.node.webhook_allow_private = a.webhook_allow_private;
     config.node.webhook_ca = a.webhook_ca.clone();
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        config.tls = Some(purser_server::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: None,
+        });
+    }
     let server = Server::start(config)
         .await
         .map_err(|e| CliError(format!("cannot start: {e}")))?;

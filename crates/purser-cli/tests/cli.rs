@@ -861,3 +861,47 @@ fn a_member_served_over_tls_answers_the_cli_with_its_ca() {
     assert_eq!(out(&["show"], plain).code, 1);
     member.terminate();
 }
+
+/// `purser dev --tls-cert/--tls-key` serves its client port over TLS with tokens on: the CLI
+/// reaches it with `--ca` and the token file dev wrote, and not in plaintext.
+#[test]
+fn dev_serves_over_tls_when_given_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let made = Command::new(BIN)
+        .args(["certs", "init"])
+        .arg(&certs)
+        .args(["--members", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out(&["certs", "init"], made).code, 0);
+    let file = |name: &str| certs.join(name).to_str().unwrap().to_owned();
+    let mut command = Command::new(BIN);
+    command
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--tls-cert", &file("member-1.pem")])
+        .args(["--tls-key", &file("member-1.key")]);
+    let member = Dev::spawn(command, dir.path(), "dev");
+    let token_file = member.token_file.clone().expect("auth is on");
+    let port = member.endpoint.rsplit(':').next().unwrap().to_owned();
+    let endpoint = format!("localhost:{port}");
+    let cli = |tls: bool| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["--endpoint", &endpoint, "--timeout", "5s"])
+            .arg("--token-file")
+            .arg(&token_file)
+            .env_remove("PURSER_TOKEN")
+            .env_remove("PURSER_CA");
+        if tls {
+            command.args(["--ca", &file("ca.pem")]);
+        }
+        let args = ["node", "create", "acme", "--currency", "usd:2"];
+        out(&args, command.args(args).output().unwrap())
+    };
+    assert_eq!(cli(false).code, 1, "plaintext gets no answer");
+    let created = cli(true);
+    assert_eq!(created.code, 0, "{created:?}");
+    member.terminate();
+}

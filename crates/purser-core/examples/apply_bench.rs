@@ -47,6 +47,7 @@ fn workload(pairs: u64, pairs_per_ms: u64) {
         ..Config::default()
     };
     let (mut state, users) = standard_tree(START_MS, config);
+    let rss_before = rss_bytes();
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let mut outstanding = std::collections::VecDeque::with_capacity(OUTSTANDING_HOLDS + 1);
     let (mut seq, mut done, mut denied, mut settled, mut released) = (0u64, 0u64, 0u64, 0u64, 0u64);
@@ -114,9 +115,11 @@ fn workload(pairs: u64, pairs_per_ms: u64) {
         done as f64 / secs,
         (2 * done) as f64 / secs
     );
+    let ids = state.remembered_requests();
     println!(
-        "replicated time: {pairs_per_ms} pairs per ms; request ids remembered at the end: {}",
-        state.remembered_requests()
+        "replicated time: {pairs_per_ms} pairs per ms; request ids remembered at the end: {ids}; resident memory grown by {:.0} MiB over the run, {} bytes per remembered id",
+        rss_bytes().saturating_sub(rss_before) as f64 / 1048576.0,
+        rss_bytes().saturating_sub(rss_before) / ids.max(1)
     );
 }
 

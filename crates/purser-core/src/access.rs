@@ -412,7 +412,7 @@ impl State {
             .ok_or_else(|| Error::not_found(format!("token {actor} does not exist")))
     }
 
-    fn reservation_node(&self, id: u64, now_ms: u64) -> Option<u64> {
+    pub(crate) fn reservation_node(&self, id: u64, now_ms: u64) -> Option<u64> {
         if let Some(hold) = self.holds.get(&id) {
             return Some(hold.node);
         }

@@ -259,6 +259,8 @@ impl State {
             budget == 0 || !(overdue(self.hold_due.first()) || overdue(self.grant_due.first())),
             "invariant `a tick leaves nothing due unless it ran out of budget` broken"
         );
+        // An idle cluster gives back the memory of a burst of request ids.
+        self.dedup.expire(now, crate::dedup::EXPIRE_PER_TICK);
         Outcome::Ticked {
             holds_expired,
             grants_expired,

@@ -19,6 +19,7 @@
 pub mod access;
 mod budget;
 pub mod command;
+mod dedup;
 pub mod error;
 pub mod event;
 #[doc(hidden)]

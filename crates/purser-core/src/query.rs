@@ -41,13 +41,10 @@ impl State {
         self.holds.len() as u64
     }
 
-    /// Request ids currently remembered for deduplication.
+    /// Request ids held for deduplication: the live ones and the dead ones still queued for
+    /// removal (a few per apply; see `dedup.rs`). What their memory is spent on.
     pub fn remembered_requests(&self) -> u64 {
-        self.dedup
-            .map
-            .values()
-            .filter(|e| e.forget_at_ms >= self.now_ms)
-            .count() as u64
+        self.dedup.held() as u64
     }
 
     /// Everything `show` prints about a node, evaluated at `at_ms` (at least the state's clock).

@@ -14,7 +14,8 @@ const MAGIC: &[u8; 8] = b"PURSERSM";
 /// Bumped on any change to the encoding; `restore` refuses versions it does not know.
 /// 2: webhook subscriptions, their cursors and the count of events emitted.
 /// 3: tokens.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+/// 4: the root each remembered request id counts against.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 
 /// The encoded form, borrowed for encoding; [`Image`] is the same layout, owned, for decoding.
 #[derive(Serialize)]
@@ -88,7 +89,7 @@ impl State {
                 .iter()
                 .filter_map(|id| self.expired.get(id).map(|e| (*id, e)))
                 .collect(),
-            dedup: self.live_requests(),
+            dedup: self.dedup.live(self.now_ms),
             next_grant_id: self.next_grant_id,
             next_reservation_id: self.next_reservation_id,
             sent_floor_ms: self.sent_floor_ms,
@@ -158,25 +159,10 @@ impl State {
             state.expired_order.push_back(id);
             state.expired.insert(id, expired);
         }
-        let mut dedup = Dedup::default();
-        dedup.map.extend(image.dedup);
-        state.dedup = dedup;
+        state.dedup = Dedup::restore(image.dedup);
         state.rebuild_indexes().map_err(|why| corrupt(&why))?;
         state.check_invariants().map_err(|why| corrupt(&why))?;
         Ok(state)
-    }
-
-    /// Remembered request ids that are still live, in canonical order.
-    pub(crate) fn live_requests(&self) -> Vec<(u128, DedupEntry)> {
-        let mut live: Vec<(u128, DedupEntry)> = self
-            .dedup
-            .map
-            .iter()
-            .filter(|(_, e)| e.forget_at_ms >= self.now_ms)
-            .map(|(k, e)| (*k, e.clone()))
-            .collect();
-        live.sort_unstable_by_key(|(k, e)| (e.forget_at_ms, *k));
-        live
     }
 
     fn rebuild_indexes(&mut self) -> std::result::Result<(), String> {

@@ -35,9 +35,13 @@ pub mod limits {
     pub const CURRENCY_SCALE_MAX: u8 = 18;
     pub const PRICES_PER_ROOT_MAX: usize = 4096;
     pub const HOLDS_OPEN_MAX: usize = 10_000_000;
-    /// Request ids remembered at once (about 73 bytes each): the request rate times the
-    /// retention must stay below it, or new requests are refused until old ids age out.
-    pub const REMEMBERED_REQUESTS_MAX: usize = 16_000_000;
+    /// Request ids remembered at once (about 100 bytes each, `dedup.rs`): 32M holds the
+    /// 42k writes/s a 3-member cluster sustains for the default retention (10 min + 1 min of
+    /// clock skew). Beyond it new requests are refused until old ids age out.
+    pub const REMEMBERED_REQUESTS_MAX: usize = 32_000_000;
+    /// Request ids one root may hold of those: a quarter, so that one tenant's burst leaves
+    /// the others room.
+    pub const REMEMBERED_PER_ROOT_MAX: usize = REMEMBERED_REQUESTS_MAX / 4;
     pub const ATTRIBUTE_TAGS_MAX: usize = 16;
     pub const TEXT_BYTES_MAX: usize = 128;
     pub const TAG_VALUE_BYTES_MAX: usize = 256;
@@ -306,22 +310,7 @@ pub(crate) struct Expired {
     pub attrs: Attributes,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct DedupEntry {
-    pub payload: u64,
-    pub forget_at_ms: u64,
-    pub recorded: Recorded,
-}
-
-/// Recent request ids with what they did. An entry past its `forget_at_ms` is dead: lookups
-/// and snapshots ignore it, and a sweep every half retention drops dead entries in bulk (one
-/// sequential pass instead of a random-access removal per command).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Dedup {
-    pub map: FxHashMap<u128, DedupEntry>,
-    /// Not replicated state: when to sweep next (a restored state sweeps at its first apply).
-    pub sweep_at_ms: u64,
-}
+pub(crate) use crate::dedup::{Dedup, DedupEntry};
 
 /// The whole replicated state. Two replicas that applied the same commands are equal, and
 /// their [`State::digest`]s are equal.
@@ -398,8 +387,9 @@ pub(crate) enum Touched {
 enum Admission {
     /// A system command: no request id, nothing remembered.
     System,
-    /// A new request id: its outcome is remembered under `key` with the payload's fingerprint.
-    Fresh { key: u128, payload: u64 },
+    /// A new request id: its outcome is remembered under `key` with the payload's fingerprint,
+    /// against the share of `root`.
+    Fresh { key: u128, payload: u64, root: u64 },
     /// A retry of a remembered request with the same payload: the first outcome answers.
     Duplicate(Recorded),
 }
@@ -445,11 +435,11 @@ impl State {
         }
         let request_key = match self.admit(now_ms, request.as_ref(), actor, &op)? {
             Admission::System => None,
-            Admission::Fresh { key, payload } => {
+            Admission::Fresh { key, payload, root } => {
                 if let Some(actor) = actor {
                     self.authorize_op(actor, now_ms, &op)?;
                 }
-                Some((key, payload))
+                Some((key, payload, root))
             }
             Admission::Duplicate(recorded) => {
                 self.advance(now_ms);
@@ -466,10 +456,10 @@ impl State {
             .inspect_err(|_| before.assert_unchanged_by_error(self, &ctx))?;
         self.advance(now_ms);
         self.events_emitted += ctx.events.len() as u64;
-        if let (Some((key, payload)), Some(recorded)) = (request_key, recorded(&outcome)) {
-            self.record(key, payload, recorded);
+        if let (Some((key, payload, root)), Some(recorded)) = (request_key, recorded(&outcome)) {
+            self.record(key, payload, root, recorded);
         }
-        self.assert_applied(&before, &ctx, &outcome, request_key.map(|(key, _)| key));
+        self.assert_applied(&before, &ctx, &outcome, request_key.map(|(key, ..)| key));
         Ok(Applied {
             outcome,
             events: ctx.events,
@@ -498,39 +488,70 @@ impl State {
         };
         let key = self.check_request(now_ms, actor, &meta.id, meta.sent_at_ms)?;
         let payload = payload_fingerprint(&mut self.scratch, op);
-        if let Some(entry) = self.dedup.map.get(&key) {
-            if entry.forget_at_ms >= now_ms {
-                if entry.payload != payload {
-                    return Err(Error::exists(format!(
-                        "request id {:?} was already used with a different payload",
-                        meta.id
-                    )));
-                }
-                return Ok(Admission::Duplicate(entry.recorded.clone()));
-            }
-        }
-        if self.remembered_full() {
-            // Dead entries are invisible (lookups and snapshots skip them), so a sweep here
-            // changes no observable state even if the command then fails.
-            self.dedup
-                .map
-                .retain(|_, entry| entry.forget_at_ms >= now_ms);
-            if self.dedup.map.len() >= limits::REMEMBERED_REQUESTS_MAX {
-                return Err(Error::exhausted(format!(
-                    "{} request ids are remembered, the most the cluster keeps: lower the request rate or the retention",
-                    limits::REMEMBERED_REQUESTS_MAX
+        if let Some(entry) = self.dedup.get(key, now_ms) {
+            if entry.payload != payload {
+                return Err(Error::exists(format!(
+                    "request id {:?} was already used with a different payload",
+                    meta.id
                 )));
             }
+            return Ok(Admission::Duplicate(entry.recorded.clone()));
         }
-        Ok(Admission::Fresh { key, payload })
+        let root = self.request_root(op, now_ms);
+        // Dead entries are invisible (lookups and snapshots skip them), so removing some here
+        // changes no observable state even if the command then fails.
+        self.dedup
+            .make_room(now_ms, root)
+            .map_err(Error::exhausted)?;
+        Ok(Admission::Fresh { key, payload, root })
+    }
+
+    /// The root whose share of the request-id table a request counts against: the root of
+    /// the node, root or reservation its operation names (0 for one that names none, or a
+    /// name that does not resolve: that request fails and is not remembered). One hash
+    /// lookup at most: a path's root is its first segment.
+    fn request_root(&self, op: &Op, now_ms: u64) -> u64 {
+        let named = match op {
+            Op::Reserve(reserve) => Some(&reserve.node),
+            Op::Charge(charge) => Some(&charge.node),
+            Op::CreateNode(create) => create.parent.as_ref(),
+            Op::MoveNode { node, .. }
+            | Op::CloseNode { node }
+            | Op::PauseNode { node }
+            | Op::ResumeNode { node }
+            | Op::SetLimit { node, .. }
+            | Op::RemoveLimit { node, .. }
+            | Op::SetRateLimit { node, .. }
+            | Op::RemoveRateLimit { node, .. }
+            | Op::AddGrant { node, .. }
+            | Op::AssignRoles { node, .. } => Some(node),
+            Op::DefineRole { root, .. }
+            | Op::RemoveRole { root, .. }
+            | Op::SetRoleResolution { root, .. }
+            | Op::SetPrice { root, .. }
+            | Op::RemovePrice { root, .. }
+            | Op::AddWebhook { root, .. } => Some(root),
+            Op::Settle { reservation_id, .. } | Op::Release { reservation_id } => {
+                let node = self.reservation_node(*reservation_id, now_ms);
+                return node.map_or(0, |id| self.node(id).root);
+            }
+            _ => None,
+        };
+        let id = match named {
+            Some(crate::command::NodeRef::Id(id)) if (1..=self.nodes.len() as u64).contains(id) => {
+                Some(*id)
+            }
+            Some(crate::command::NodeRef::Path(path)) => {
+                self.child(0, path.split('/').next().unwrap_or(path))
+            }
+            _ => None,
+        };
+        id.map_or(0, |id| self.node(id).root)
     }
 
     /// A request id whose outcome is still remembered: applying it answers a duplicate.
     pub(crate) fn is_remembered(&self, key: u128, now_ms: u64) -> bool {
-        self.dedup
-            .map
-            .get(&key)
-            .is_some_and(|entry| entry.forget_at_ms >= now_ms)
+        self.dedup.get(key, now_ms).is_some()
     }
 
     /// Whether `id` took effect and is still remembered: a retry of it is a duplicate.
@@ -538,9 +559,18 @@ impl State {
         self.is_remembered(request_key(actor, id), self.now_ms)
     }
 
-    /// The request-id table is at its cap: a new request needs a sweep, or is refused.
+    /// The request-id table is at its cap: a new request must first make room, or is
+    /// refused.
     pub(crate) fn remembered_full(&self) -> bool {
-        self.dedup.map.len() >= limits::REMEMBERED_REQUESTS_MAX
+        self.dedup.held() >= self.dedup.caps().0
+    }
+
+    /// Tests only, never in a cluster (every replica must apply with the same caps): holds
+    /// at most `total` request ids, and `per_root` for one root, so that a test can fill the
+    /// table.
+    #[doc(hidden)]
+    pub fn cap_remembered_requests_for_tests(&mut self, total: usize, per_root: usize) {
+        self.dedup.set_caps(total, per_root);
     }
 
     pub(crate) fn check_request(
@@ -643,13 +673,7 @@ impl State {
     /// Moves the replicated clock and forgets what has passed its retention.
     fn advance(&mut self, now_ms: u64) {
         self.now_ms = now_ms;
-        if now_ms >= self.dedup.sweep_at_ms {
-            self.dedup
-                .map
-                .retain(|_, entry| entry.forget_at_ms >= now_ms);
-            self.dedup.sweep_at_ms =
-                now_ms + (self.config.request_retention_ms + limits::CLOCK_SKEW_MS_MAX) / 2;
-        }
+        self.dedup.expire(now_ms, crate::dedup::EXPIRE_PER_APPLY);
         while let Some(id) = self.expired_order.front() {
             match self.expired.get(id) {
                 Some(entry) if entry.forget_at_ms >= now_ms => break,
@@ -662,15 +686,15 @@ impl State {
         }
     }
 
-    fn record(&mut self, key: u128, payload: u64, recorded: Recorded) {
+    fn record(&mut self, key: u128, payload: u64, root: u64, recorded: Recorded) {
         let forget_at_ms =
             self.now_ms + self.config.request_retention_ms + limits::CLOCK_SKEW_MS_MAX;
-        // Replaces a dead entry of the same key, if one was not swept yet.
-        self.dedup.map.insert(
+        self.dedup.insert(
             key,
             DedupEntry {
                 payload,
                 forget_at_ms,
+                root,
                 recorded,
             },
         );
@@ -721,14 +745,7 @@ impl State {
             // Remembered ids live as long as the new retention asks; ids already forgotten
             // belong to requests that stay too old.
             let raise = config.request_retention_ms - self.config.request_retention_ms;
-            for entry in self
-                .dedup
-                .map
-                .values_mut()
-                .filter(|e| e.forget_at_ms >= now_ms)
-            {
-                entry.forget_at_ms += raise;
-            }
+            self.dedup.extend(now_ms, raise);
             self.sent_floor_ms = self
                 .sent_floor_ms
                 .max(now_ms.saturating_sub(self.config.request_retention_ms));

@@ -526,6 +526,9 @@ fn request_age_and_id_retention() {
     let fresh = Command::new("kept", a + 11 * MIN + 1, op.clone());
     let second = expect_reserved(w.s.apply(a + 11 * MIN + 1, fresh).unwrap().outcome);
     assert_ne!(second.reservation_id, first.reservation_id);
+    // Forgotten ids leave memory by the second: once the second they died in is over.
+    w.at(a + 11 * MIN + 1 + SEC);
+    w.tick();
     assert_eq!(
         w.s.remembered_requests(),
         1,
@@ -669,4 +672,84 @@ fn fast_denials_are_exactly_the_denials_apply_gives() {
         None,
         "only reservations take the fast path"
     );
+}
+
+/// The request-id table in bounded memory: many times its cap of distinct ids within a few
+/// retentions, never refused while the live ones fit, each apply removing at most a few dead
+/// ids (no walk of the table), retries still answered with their first outcome, and one
+/// root's burst refused at its share while another root goes on.
+#[test]
+fn the_request_id_table_stays_bounded_and_expires_a_few_ids_per_apply() {
+    let mut w = World::new(T);
+    let acme = w.root("acme", &[currency("usd", 0, false)]);
+    let beta = w.root("beta", &[currency("usd", 0, false)]);
+    // The shortest retention: an id lives 1 min + 60 s of clock skew.
+    w.done(Op::SetConfig(ConfigPatch {
+        request_retention_ms: Some(MIN),
+        ..ConfigPatch::default()
+    }));
+    w.s.cap_remembered_requests_for_tests(4_000, 2_000);
+    // 12 charges a second for 10 minutes: 7,200 distinct ids, under 1,450 alive at once.
+    let mut most_held = 0;
+    let mut kept = None;
+    for i in 0..7_200u64 {
+        w.at(T + i * 1_000 / 12);
+        let before = w.s.remembered_requests();
+        let id = format!("c{i}");
+        let op = World::charge_op(acme, "usd", 1);
+        let applied =
+            w.s.apply(w.now, Command::new(&id, w.now, op.clone()))
+                .unwrap_or_else(|e| panic!("charge {i} refused: {e}"));
+        assert!(matches!(applied.outcome, Outcome::Charged(_)));
+        let after = w.s.remembered_requests();
+        // It added one id and removed at most 16 dead ones.
+        assert!(
+            after + 16 > before,
+            "one apply removed {} ids: expiry walks the table",
+            before + 1 - after
+        );
+        most_held = most_held.max(after);
+        if i == 7_000 {
+            kept = Some((id, op, w.now));
+        }
+    }
+    assert!(most_held <= 1_500, "dead ids linger: {most_held} held");
+    // A retry within the retention is its first outcome, applied once.
+    let (id, op, sent) = kept.unwrap();
+    let retry = w.s.apply(w.now, Command::new(&id, sent, op)).unwrap();
+    assert!(
+        matches!(
+            retry.outcome,
+            Outcome::Duplicate(Recorded::Charged { charged: 1 })
+        ),
+        "{retry:?}"
+    );
+    // Once the last id has aged out (and the second it dies in is over: ids leave by the
+    // second), an idle cluster's tick gives back the memory.
+    w.later(2 * MIN + SEC);
+    w.tick();
+    assert_eq!(w.s.remembered_requests(), 0);
+
+    // A burst of one root stops at its share; another root is not refused.
+    let mut refused = None;
+    for i in 0..2_100u64 {
+        let op = World::charge_op(acme, "usd", 1);
+        match w
+            .s
+            .apply(w.now, Command::new(format!("burst{i}"), w.now, op))
+        {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (at, e) = refused.expect("the burst is refused at its root's share");
+    assert_eq!(at, 2_000);
+    assert_eq!(e.kind, ErrorKind::ResourceExhausted);
+    assert!(e.message.contains("its share"), "{e}");
+    let other = World::charge_op(beta, "usd", 1);
+    w.s.apply(w.now, Command::new("beta-1", w.now, other))
+        .expect("another root still has room");
 }

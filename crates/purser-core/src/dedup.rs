@@ -1,0 +1,230 @@
+//! The request-id table: what each recent request did, so that a retry is answered with its
+//! first outcome instead of being applied again (I4), in bounded memory and bounded work.
+//!
+//! - **Expiry is incremental.** Keys are queued in the order they die, one bucket per second
+//!   of their forget time; every apply drops at most [`EXPIRE_PER_APPLY`] dead keys from the
+//!   front, a `Tick` at most [`EXPIRE_PER_TICK`]. No apply ever walks the table. A dead key
+//!   that waits in the queue is invisible: lookups and snapshots judge liveness themselves.
+//! - **Retention changes walk nothing.** A raise adds to `extended_ms`, which every stored
+//!   forget time is read with (an id recorded later is stored less the extension so far, its
+//!   forget time having the new retention already); keys already dead at the raise stay dead
+//!   (`dead_below`). A snapshot writes the forget times as read, so a restored table starts
+//!   with no extension and no dead keys, and holds the same live keys.
+//! - **Each root has a share.** A root may hold at most [`limits::REMEMBERED_PER_ROOT_MAX`]
+//!   ids, the cluster [`limits::REMEMBERED_REQUESTS_MAX`], so one tenant's burst cannot refuse
+//!   everyone else's requests.
+//!
+//! Memory: about 100 bytes per id (the map entry, its share of the hash table's spare room,
+//! and its place in the queue), measured by `examples/apply_bench.rs`; see
+//! `docs/architecture.md`.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::FxHashMap;
+use crate::outcome::Recorded;
+use crate::state::limits;
+
+/// Dead ids an ordinary apply removes at most: more than the one id it may add, so the queue
+/// drains faster than it fills.
+pub const EXPIRE_PER_APPLY: usize = 16;
+/// Dead ids a `Tick` removes at most: an idle cluster gives back the memory of a burst.
+pub const EXPIRE_PER_TICK: usize = 100_000;
+/// Dead ids a request may remove to make room when the table or its root's share is full.
+const EXPIRE_TO_ADMIT: usize = 1_024;
+const BUCKET_MS: u64 = 1_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DedupEntry {
+    pub payload: u64,
+    /// In the table, stored less the retention raises made before it was recorded (read
+    /// with [`Dedup::forget_at`]); in a snapshot, the real forget time.
+    pub forget_at_ms: u64,
+    /// The root whose share the id counts against (0: a request that names no root).
+    pub root: u64,
+    pub recorded: Recorded,
+}
+
+/// Keys whose stored forget time falls in one second; the queue is in order of seconds.
+#[derive(Clone, Debug, Default)]
+struct Bucket {
+    second: u64,
+    keys: Vec<u128>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Dedup {
+    map: FxHashMap<u128, DedupEntry>,
+    queue: VecDeque<Bucket>,
+    per_root: FxHashMap<u64, u64>,
+    /// Retention raised since this table was built, added to every stored forget time.
+    extended_ms: u64,
+    /// Stored forget times below this were dead before a raise and stay dead.
+    dead_below: u64,
+    /// Tests only: smaller caps than [`limits`], `(cluster, per root)`.
+    caps: Option<(usize, usize)>,
+}
+
+impl Dedup {
+    fn forget_at(&self, entry: &DedupEntry) -> Option<u64> {
+        (entry.forget_at_ms >= self.dead_below).then(|| entry.forget_at_ms + self.extended_ms)
+    }
+
+    fn is_live(&self, entry: &DedupEntry, now_ms: u64) -> bool {
+        self.forget_at(entry).is_some_and(|at| at >= now_ms)
+    }
+
+    /// The live entry of `key`.
+    pub fn get(&self, key: u128, now_ms: u64) -> Option<&DedupEntry> {
+        self.map.get(&key).filter(|e| self.is_live(e, now_ms))
+    }
+
+    /// Ids held, live or dead and waiting in the queue (what the memory is spent on).
+    pub fn held(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether a new id of `root` fits, after removing up to a bounded number of dead ones;
+    /// the refusal names the limit that is full.
+    pub fn make_room(&mut self, now_ms: u64, root: u64) -> Result<(), String> {
+        let (total_max, root_max) = self.caps();
+        let full = |d: &Dedup| {
+            d.map.len() >= total_max
+                || d.per_root.get(&root).copied().unwrap_or(0) >= root_max as u64
+        };
+        if full(self) {
+            self.expire(now_ms, EXPIRE_TO_ADMIT);
+        }
+        if self.map.len() >= total_max {
+            return Err(format!(
+                "{total_max} request ids are remembered, the most the cluster keeps: lower the request rate or the retention"
+            ));
+        }
+        if full(self) {
+            return Err(format!(
+                "root {root} has {root_max} request ids remembered, its share of the cluster's: lower its request rate or the retention"
+            ));
+        }
+        Ok(())
+    }
+
+    /// `(cluster, per root)`: how many ids the table holds at most.
+    pub fn caps(&self) -> (usize, usize) {
+        self.caps.unwrap_or((
+            limits::REMEMBERED_REQUESTS_MAX,
+            limits::REMEMBERED_PER_ROOT_MAX,
+        ))
+    }
+
+    /// Tests only: smaller caps, so that a test can fill the table.
+    pub fn set_caps(&mut self, total: usize, per_root: usize) {
+        self.caps = Some((total, per_root));
+    }
+
+    /// Remembers `entry` under `key` (replacing a dead entry of the same key); its forget
+    /// time is the real one, stored less the extension it must not get again.
+    pub fn insert(&mut self, key: u128, mut entry: DedupEntry) {
+        entry.forget_at_ms = entry.forget_at_ms.saturating_sub(self.extended_ms);
+        let second = entry.forget_at_ms / BUCKET_MS;
+        match self.queue.back_mut() {
+            Some(back) if back.second == second => back.keys.push(key),
+            Some(back) if back.second > second => {
+                // The retention was lowered: this id dies before the newest ones.
+                let at = self.queue.partition_point(|b| b.second < second);
+                match self.queue.get_mut(at) {
+                    Some(bucket) if bucket.second == second => bucket.keys.push(key),
+                    _ => self.queue.insert(
+                        at,
+                        Bucket {
+                            second,
+                            keys: vec![key],
+                        },
+                    ),
+                }
+            }
+            _ => self.queue.push_back(Bucket {
+                second,
+                keys: vec![key],
+            }),
+        }
+        *self.per_root.entry(entry.root).or_default() += 1;
+        if let Some(old) = self.map.insert(key, entry) {
+            self.uncount(old.root);
+        }
+    }
+
+    fn uncount(&mut self, root: u64) {
+        if let Some(count) = self.per_root.get_mut(&root) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_root.remove(&root);
+            }
+        }
+    }
+
+    /// Removes up to `budget` dead ids from the front of the queue.
+    pub fn expire(&mut self, now_ms: u64, mut budget: usize) {
+        while budget > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            // Every key of the bucket is stored within its second: once its last millisecond
+            // is dead, all are.
+            let last = (front.second + 1) * BUCKET_MS - 1;
+            if last >= self.dead_below && last + self.extended_ms >= now_ms {
+                return;
+            }
+            let Some(key) = front.keys.pop() else {
+                self.queue.pop_front();
+                continue;
+            };
+            budget -= 1;
+            // A key that died and was recorded again sits in a later bucket too: only a dead
+            // entry leaves.
+            let dead = self.map.get(&key).is_some_and(|e| !self.is_live(e, now_ms));
+            if dead {
+                if let Some(old) = self.map.remove(&key) {
+                    self.uncount(old.root);
+                }
+            }
+        }
+    }
+
+    /// The retention grew by `raise_ms` at `now_ms`: live ids live that much longer, dead ones
+    /// stay dead. Walks nothing.
+    pub fn extend(&mut self, now_ms: u64, raise_ms: u64) {
+        self.dead_below = self.dead_below.max(now_ms.saturating_sub(self.extended_ms));
+        self.extended_ms += raise_ms;
+    }
+
+    /// The live ids with their forget times as read, in canonical order (a snapshot's).
+    pub fn live(&self, now_ms: u64) -> Vec<(u128, DedupEntry)> {
+        let mut live: Vec<(u128, DedupEntry)> = self
+            .map
+            .iter()
+            .filter_map(|(k, e)| {
+                let at = self.forget_at(e).filter(|at| *at >= now_ms)?;
+                Some((
+                    *k,
+                    DedupEntry {
+                        forget_at_ms: at,
+                        ..e.clone()
+                    },
+                ))
+            })
+            .collect();
+        live.sort_unstable_by_key(|(k, e)| (e.forget_at_ms, *k));
+        live
+    }
+
+    /// A table of `live` ids, as [`Dedup::live`] lists them.
+    pub fn restore(live: Vec<(u128, DedupEntry)>) -> Dedup {
+        let mut dedup = Dedup::default();
+        dedup.map.reserve(live.len());
+        for (key, entry) in live {
+            dedup.insert(key, entry);
+        }
+        dedup
+    }
+}

@@ -5,11 +5,9 @@
 //!   of their forget time; every apply drops at most [`EXPIRE_PER_APPLY`] dead keys from the
 //!   front, a `Tick` at most [`EXPIRE_PER_TICK`]. No apply ever walks the table. A dead key
 //!   that waits in the queue is invisible: lookups and snapshots judge liveness themselves.
-//! - **Retention changes walk nothing.** A raise adds to `extended_ms`, which every stored
-//!   forget time is read with (an id recorded later is stored less the extension so far, its
-//!   forget time having the new retention already); keys already dead at the raise stay dead
-//!   (`dead_below`). A snapshot writes the forget times as read, so a restored table starts
-//!   with no extension and no dead keys, and holds the same live keys.
+//! - **A retention raise** (a rare operator command) extends every live id in one pass; the
+//!   keys stay in their buckets, and expiry moves a key it finds extended to the bucket of its
+//!   new forget time instead of dropping it.
 //! - **Each root has a share.** A root may hold at most [`limits::REMEMBERED_PER_ROOT_MAX`]
 //!   ids, the cluster [`limits::REMEMBERED_REQUESTS_MAX`], so one tenant's burst cannot refuse
 //!   everyone else's requests.
@@ -38,15 +36,14 @@ const BUCKET_MS: u64 = 1_000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct DedupEntry {
     pub payload: u64,
-    /// In the table, stored less the retention raises made before it was recorded (read
-    /// with [`Dedup::forget_at`]); in a snapshot, the real forget time.
     pub forget_at_ms: u64,
     /// The root whose share the id counts against (0: a request that names no root).
     pub root: u64,
     pub recorded: Recorded,
 }
 
-/// Keys whose stored forget time falls in one second; the queue is in order of seconds.
+/// Keys whose forget time falls in one second (or later, after a retention raise); the queue
+/// is in order of seconds.
 #[derive(Clone, Debug, Default)]
 struct Bucket {
     second: u64,
@@ -58,26 +55,18 @@ pub(crate) struct Dedup {
     map: FxHashMap<u128, DedupEntry>,
     queue: VecDeque<Bucket>,
     per_root: FxHashMap<u64, u64>,
-    /// Retention raised since this table was built, added to every stored forget time.
-    extended_ms: u64,
-    /// Stored forget times below this were dead before a raise and stay dead.
-    dead_below: u64,
     /// Tests only: smaller caps than [`limits`], `(cluster, per root)`.
     caps: Option<(usize, usize)>,
 }
 
 impl Dedup {
-    fn forget_at(&self, entry: &DedupEntry) -> Option<u64> {
-        (entry.forget_at_ms >= self.dead_below).then(|| entry.forget_at_ms + self.extended_ms)
-    }
-
-    fn is_live(&self, entry: &DedupEntry, now_ms: u64) -> bool {
-        self.forget_at(entry).is_some_and(|at| at >= now_ms)
+    fn is_live(entry: &DedupEntry, now_ms: u64) -> bool {
+        entry.forget_at_ms >= now_ms
     }
 
     /// The live entry of `key`.
     pub fn get(&self, key: u128, now_ms: u64) -> Option<&DedupEntry> {
-        self.map.get(&key).filter(|e| self.is_live(e, now_ms))
+        self.map.get(&key).filter(|e| Dedup::is_live(e, now_ms))
     }
 
     /// Ids held, live or dead and waiting in the queue (what the memory is spent on).
@@ -122,11 +111,18 @@ impl Dedup {
         self.caps = Some((total, per_root));
     }
 
-    /// Remembers `entry` under `key` (replacing a dead entry of the same key); its forget
-    /// time is the real one, stored less the extension it must not get again.
-    pub fn insert(&mut self, key: u128, mut entry: DedupEntry) {
-        entry.forget_at_ms = entry.forget_at_ms.saturating_sub(self.extended_ms);
-        let second = entry.forget_at_ms / BUCKET_MS;
+    /// Remembers `entry` under `key` (replacing a dead entry of the same key).
+    pub fn insert(&mut self, key: u128, entry: DedupEntry) {
+        *self.per_root.entry(entry.root).or_default() += 1;
+        self.enqueue(key, entry.forget_at_ms);
+        if let Some(old) = self.map.insert(key, entry) {
+            self.uncount(old.root);
+        }
+    }
+
+    /// Queues `key` in the bucket of `forget_at_ms`, keeping the buckets in order.
+    fn enqueue(&mut self, key: u128, forget_at_ms: u64) {
+        let second = forget_at_ms / BUCKET_MS;
         match self.queue.back_mut() {
             Some(back) if back.second == second => back.keys.push(key),
             Some(back) if back.second > second => {
@@ -148,10 +144,6 @@ impl Dedup {
                 keys: vec![key],
             }),
         }
-        *self.per_root.entry(entry.root).or_default() += 1;
-        if let Some(old) = self.map.insert(key, entry) {
-            self.uncount(old.root);
-        }
     }
 
     fn uncount(&mut self, root: u64) {
@@ -169,10 +161,11 @@ impl Dedup {
             let Some(front) = self.queue.front_mut() else {
                 return;
             };
-            // Every key of the bucket is stored within its second: once its last millisecond
-            // is dead, all are.
-            let last = (front.second + 1) * BUCKET_MS - 1;
-            if last >= self.dead_below && last + self.extended_ms >= now_ms {
+            // A key is queued in the second of its forget time (or, extended since, an
+            // earlier one): once the bucket's last millisecond is past, none is alive but
+            // those a raise extended.
+            let second = front.second;
+            if (second + 1) * BUCKET_MS > now_ms {
                 return;
             }
             let Some(key) = front.keys.pop() else {
@@ -180,39 +173,35 @@ impl Dedup {
                 continue;
             };
             budget -= 1;
-            // A key that died and was recorded again sits in a later bucket too: only a dead
-            // entry leaves.
-            let dead = self.map.get(&key).is_some_and(|e| !self.is_live(e, now_ms));
-            if dead {
-                if let Some(old) = self.map.remove(&key) {
-                    self.uncount(old.root);
+            match self.map.get(&key).map(|e| e.forget_at_ms) {
+                Some(at) if at < now_ms => {
+                    if let Some(old) = self.map.remove(&key) {
+                        self.uncount(old.root);
+                    }
                 }
+                // Extended by a retention raise: it waits in the bucket of its new time.
+                Some(at) if at / BUCKET_MS > second => self.enqueue(key, at),
+                // Recorded again after it died: its new record sits in a later bucket.
+                _ => {}
             }
         }
     }
 
     /// The retention grew by `raise_ms` at `now_ms`: live ids live that much longer, dead ones
-    /// stay dead. Walks nothing.
+    /// stay dead. One pass over the table, for a rare operator command.
     pub fn extend(&mut self, now_ms: u64, raise_ms: u64) {
-        self.dead_below = self.dead_below.max(now_ms.saturating_sub(self.extended_ms));
-        self.extended_ms += raise_ms;
+        for entry in self.map.values_mut().filter(|e| e.forget_at_ms >= now_ms) {
+            entry.forget_at_ms += raise_ms;
+        }
     }
 
-    /// The live ids with their forget times as read, in canonical order (a snapshot's).
+    /// The live ids, in canonical order (a snapshot's).
     pub fn live(&self, now_ms: u64) -> Vec<(u128, DedupEntry)> {
         let mut live: Vec<(u128, DedupEntry)> = self
             .map
             .iter()
-            .filter_map(|(k, e)| {
-                let at = self.forget_at(e).filter(|at| *at >= now_ms)?;
-                Some((
-                    *k,
-                    DedupEntry {
-                        forget_at_ms: at,
-                        ..e.clone()
-                    },
-                ))
-            })
+            .filter(|(_, e)| Dedup::is_live(e, now_ms))
+            .map(|(k, e)| (*k, e.clone()))
             .collect();
         live.sort_unstable_by_key(|(k, e)| (e.forget_at_ms, *k));
         live

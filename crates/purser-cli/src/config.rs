@@ -63,6 +63,11 @@ pub struct Settings {
     #[arg(long, env = "PURSER_EVENTS_KEPT", value_name = "N")]
     #[serde(alias = "events-kept")]
     pub events_kept: Option<u64>,
+    /// Appends in flight to each follower before the first is answered (1..=64, default 16);
+    /// 1 sends one at a time and waits for its answer (stop-and-wait).
+    #[arg(long, env = "PURSER_REPLICATION_DEPTH", value_name = "N")]
+    #[serde(alias = "replication-depth")]
+    pub replication_depth: Option<usize>,
     /// Deliver webhooks to loopback, private and link-local addresses too (refused by
     /// default: a tenant's webhook must not reach into the cluster's own network).
     #[arg(
@@ -131,6 +136,7 @@ impl Settings {
             http_listen: self.http_listen.or(fallback.http_listen),
             lease_reads: self.lease_reads.or(fallback.lease_reads),
             events_kept: self.events_kept.or(fallback.events_kept),
+            replication_depth: self.replication_depth.or(fallback.replication_depth),
             webhook_allow_private: self
                 .webhook_allow_private
                 .or(fallback.webhook_allow_private),
@@ -168,6 +174,7 @@ const KEYS: &[&str] = &[
     "http_listen",
     "lease_reads",
     "events_kept",
+    "replication_depth",
     "webhook_allow_private",
     "webhook_ca",
     "tls_cert",
@@ -210,6 +217,7 @@ pub struct Effective {
     pub http_listen: Option<SocketAddr>,
     pub lease_reads: bool,
     pub events_kept: u64,
+    pub replication_depth: usize,
     pub webhook_allow_private: bool,
     pub webhook_ca: Option<PathBuf>,
     /// The client and HTTP ports' TLS.
@@ -340,6 +348,9 @@ impl Effective {
             http_listen,
             lease_reads: s.lease_reads.unwrap_or(false),
             events_kept: s.events_kept.unwrap_or(purser_server::store::EVENTS_KEPT),
+            replication_depth: s
+                .replication_depth
+                .unwrap_or(purser_server::network::STREAM_APPEND_DEPTH),
             webhook_allow_private: s.webhook_allow_private.unwrap_or(false),
             webhook_ca: s.webhook_ca,
             tls,
@@ -357,7 +368,8 @@ impl fmt::Display for Effective {
         write!(
             f,
             "id={} listen={} peer_listen={} data_dir={} advertise={} http_listen={http} \
-             lease_reads={} events_kept={} webhook_allow_private={} tls={} peer_tls={}",
+             lease_reads={} events_kept={} replication_depth={} webhook_allow_private={} tls={} \
+             peer_tls={}",
             self.id,
             self.listen,
             self.peer_listen,
@@ -365,6 +377,7 @@ impl fmt::Display for Effective {
             self.advertise,
             self.lease_reads,
             self.events_kept,
+            self.replication_depth,
             self.webhook_allow_private,
             self.tls.is_some(),
             self.peer_tls.is_some()
@@ -389,6 +402,7 @@ mod tests {
             http_listen = "127.0.0.1:7801"
             lease_reads = true
             events_kept = 5_000
+            replication-depth = 8
             webhook-allow-private = true
             webhook_ca = "/etc/purser/hooks-ca.pem"
             tls_cert = "/etc/purser/member.pem"
@@ -411,6 +425,7 @@ mod tests {
                 http_listen: Some("127.0.0.1:7801".into()),
                 lease_reads: Some(true),
                 events_kept: Some(5_000),
+                replication_depth: Some(8),
                 webhook_allow_private: Some(true),
                 webhook_ca: Some("/etc/purser/hooks-ca.pem".into()),
                 tls_cert: Some("/etc/purser/member.pem".into()),
@@ -427,7 +442,8 @@ mod tests {
             e.to_string(),
             "id=2 listen=0.0.0.0:7601 peer_listen=0.0.0.0:7701 data_dir=/var/lib/purser/2 \
              advertise=10.0.0.2:7601 http_listen=127.0.0.1:7801 lease_reads=true \
-             events_kept=5000 webhook_allow_private=true tls=true peer_tls=true"
+             events_kept=5000 replication_depth=8 webhook_allow_private=true tls=true \
+             peer_tls=true"
         );
     }
 

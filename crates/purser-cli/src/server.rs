@@ -184,6 +184,7 @@ pub async fn serve(a: ServeArgs) -> Result<(), CliError> {
         config.advertise,
     );
     node.lease_reads = config.lease_reads;
+    node.replication_depth = config.replication_depth;
     node.events_kept = config.events_kept;
     node.webhook_allow_private = config.webhook_allow_private;
     node.webhook_ca = config.webhook_ca;

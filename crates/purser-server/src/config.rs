@@ -30,6 +30,9 @@ pub struct NodeConfig {
     /// of a read index (one heartbeat round to a quorum). The lease assumes the members'
     /// clocks advance at the same rate; see docs/architecture.md.
     pub lease_reads: bool,
+    /// Appends in flight to each follower (`network::STREAM_APPEND_DEPTH` by default; 1:
+    /// stop-and-wait).
+    pub replication_depth: usize,
     /// Client calls must carry a live token (`auth.rs`). Off only for `purser dev --no-auth`.
     pub auth: bool,
     /// Deliver webhooks to loopback, private and link-local addresses too (`webhook.rs`).
@@ -60,6 +63,7 @@ impl NodeConfig {
             log_kept_after_snapshot: 1_000,
             tick_ms: 1_000,
             lease_reads: false,
+            replication_depth: crate::network::STREAM_APPEND_DEPTH,
             auth: true,
             webhook_allow_private: false,
             peer_tls: None,
@@ -69,6 +73,15 @@ impl NodeConfig {
     }
 
     pub(crate) fn raft_config(&self) -> Result<openraft::Config, StartError> {
+        let depths = 1..=crate::network::STREAM_APPEND_DEPTH_MAX;
+        if !depths.contains(&self.replication_depth) {
+            return Err(StartError::Config(format!(
+                "the replication depth must be {}..={}, not {}",
+                depths.start(),
+                depths.end(),
+                self.replication_depth
+            )));
+        }
         let config = openraft::Config {
             cluster_name: "purser".into(),
             heartbeat_interval: self.heartbeat_ms,

@@ -1,18 +1,22 @@
 //! Raft traffic between members over gRPC on the peer port: one lazily connected channel per
 //! peer, reused for every RPC, each bounded by openraft's own deadline.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::OptionalSend;
+use tokio::sync::Semaphore;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::metrics::Metrics;
@@ -26,17 +30,26 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// Largest message the peer port accepts (one append-entries batch).
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Append requests on the way to one follower without an answer yet: the pipeline's depth
+/// by default (`--replication-depth`).
+pub const STREAM_APPEND_DEPTH: usize = 16;
+pub const STREAM_APPEND_DEPTH_MAX: usize = 64;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerNetwork {
     metrics: Arc<Metrics>,
     /// Mutual TLS to the other members' peer ports (`tls.rs`), when configured.
     tls: Option<ClientTlsConfig>,
+    depth: usize,
 }
 
 impl PeerNetwork {
-    pub fn new(metrics: Arc<Metrics>, tls: Option<ClientTlsConfig>) -> Self {
-        PeerNetwork { metrics, tls }
+    pub fn new(metrics: Arc<Metrics>, tls: Option<ClientTlsConfig>, depth: usize) -> Self {
+        PeerNetwork {
+            metrics,
+            tls,
+            depth,
+        }
     }
 }
 
@@ -49,6 +62,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             &node.peer_addr,
             self.metrics.clone(),
             self.tls.clone(),
+            self.depth,
         )
     }
 }
@@ -57,6 +71,7 @@ pub struct PeerClient {
     target: NodeId,
     client: Result<RaftClient<Channel>, String>,
     metrics: Arc<Metrics>,
+    depth: usize,
 }
 
 impl PeerClient {
@@ -65,6 +80,7 @@ impl PeerClient {
         peer_addr: &str,
         metrics: Arc<Metrics>,
         tls: Option<ClientTlsConfig>,
+        depth: usize,
     ) -> Self {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let client = Endpoint::from_shared(format!("{scheme}://{peer_addr}"))
@@ -77,6 +93,10 @@ impl PeerClient {
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5))
+                    // A replication stream waits on its answers: a dead peer is found by
+                    // keepalive, not by a deadline per call.
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .keep_alive_while_idle(true)
                     .connect_lazy();
                 RaftClient::new(channel)
                     .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -87,6 +107,7 @@ impl PeerClient {
             target,
             client,
             metrics,
+            depth,
         }
     }
 
@@ -111,7 +132,7 @@ impl PeerClient {
     {
         let data = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         #[cfg(feature = "fault-hooks")]
-        self.disturb(&data, option, send.clone()).await;
+        disturb(self.client()?, &data, option.hard_ttl(), send.clone()).await;
         let mut message = tonic::Request::new(RaftMessage { data });
         message.set_timeout(option.hard_ttl());
         let reply = tokio::time::timeout(option.hard_ttl(), send(self.client()?, message))
@@ -126,32 +147,37 @@ impl PeerClient {
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))
     }
+}
 
-    /// Test-only: holds this RPC back and perhaps sends a copy of it later, whose answer is
-    /// dropped, as the fault control file says (see `crate::faults`).
-    #[cfg(feature = "fault-hooks")]
-    async fn disturb<S, Fut>(&self, data: &[u8], option: &RPCOption, send: S)
-    where
-        S: FnOnce(RaftClient<Channel>, tonic::Request<RaftMessage>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>> + Send + 'static,
-    {
-        let plan = crate::faults::plan(true);
-        if let (Some(after), Ok(client)) = (plan.duplicate_after, self.client()) {
-            let copy = RaftMessage {
-                data: data.to_vec(),
-            };
-            let ttl = option.hard_ttl();
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                let mut message = tonic::Request::new(copy);
-                message.set_timeout(ttl);
-                let _ = tokio::time::timeout(ttl, send(client, message)).await;
-            });
-        }
-        if !plan.delay.is_zero() {
-            tokio::time::sleep(plan.delay).await;
-        }
+/// Test-only: holds an RPC back and perhaps sends a copy of it later through `client`, whose
+/// answer is dropped, as the fault control file says (see `crate::faults`).
+#[cfg(feature = "fault-hooks")]
+async fn disturb<S, Fut>(client: RaftClient<Channel>, data: &[u8], ttl: Duration, send: S)
+where
+    S: FnOnce(RaftClient<Channel>, tonic::Request<RaftMessage>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>> + Send + 'static,
+{
+    let plan = crate::faults::plan(true);
+    if let Some(after) = plan.duplicate_after {
+        let copy = RaftMessage {
+            data: data.to_vec(),
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let mut message = tonic::Request::new(copy);
+            message.set_timeout(ttl);
+            let _ = tokio::time::timeout(ttl, send(client, message)).await;
+        });
     }
+    if !plan.delay.is_zero() {
+        tokio::time::sleep(plan.delay).await;
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn status_error(target: NodeId, status: tonic::Status) -> RPCError<TypeConfig> {
@@ -166,6 +192,82 @@ fn status_error(target: NodeId, status: tonic::Status) -> RPCError<TypeConfig> {
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotData;
+
+    /// Pipelined replication over one bidirectional stream: up to `depth` requests travel
+    /// before the first is answered; answers come back in order. Depth 1 is stop-and-wait:
+    /// one unary append at a time (openraft's default).
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        if self.depth <= 1 {
+            return openraft::network::stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move {
+            let mut client = self.client()?;
+            let depth = Arc::new(Semaphore::new(self.depth));
+            let permits = depth.clone();
+            // When each request in flight was sent, for the replication round trip.
+            let sent = Arc::new(std::sync::Mutex::new(VecDeque::with_capacity(self.depth)));
+            let sent_at = sent.clone();
+            #[cfg(feature = "fault-hooks")]
+            let copies = client.clone();
+            let requests = input.then(move |rpc| {
+                let (permits, sent_at) = (permits.clone(), sent_at.clone());
+                #[cfg(feature = "fault-hooks")]
+                let copies = copies.clone();
+                async move {
+                    // Given back as its answer arrives (answers come in order).
+                    permits.acquire().await.ok()?.forget();
+                    let data = encode(&rpc).ok()?;
+                    #[cfg(feature = "fault-hooks")]
+                    disturb(
+                        copies,
+                        &data,
+                        Duration::from_secs(2),
+                        |mut c, m| async move { c.append_entries(m).await },
+                    )
+                    .await;
+                    lock(&sent_at).push_back((Instant::now(), !rpc.entries.is_empty()));
+                    Some(RaftMessage { data })
+                }
+            });
+            // A request that could not be sent ends the stream: every answer must match one.
+            let requests = requests
+                .take_while(|m| std::future::ready(m.is_some()))
+                .filter_map(std::future::ready);
+            let answers = client
+                .stream_append(requests)
+                .await
+                .map_err(|status| status_error(self.target, status))?
+                .into_inner();
+            let target = self.target;
+            let metrics = self.metrics.clone();
+            let answers = answers.map(move |answer| {
+                depth.add_permits(1);
+                // Heartbeats carry nothing to append or fsync: they would hide the cost.
+                if let Some((at, true)) = lock(&sent).pop_front() {
+                    metrics.replication_rtt_us.record_duration(at.elapsed());
+                }
+                let answer = answer.map_err(|status| status_error(target, status))?;
+                // A refusal or a stopped follower arrives as the stream's status instead.
+                decode::<StreamAppendResult<TypeConfig>>(&answer.data)
+                    .map_err(|e| RPCError::Network(NetworkError::new(&e)))
+            });
+            let answers: BoxStream<'s, _> = Box::pin(answers);
+            Ok(answers)
+        })
+    }
 
     async fn append_entries(
         &mut self,

@@ -146,7 +146,7 @@ async fn open_raft(
         .as_ref()
         .map(crate::tls::peer_client_config)
         .transpose()?;
-    let network = PeerNetwork::new(metrics.clone(), tls);
+    let network = PeerNetwork::new(metrics.clone(), tls, config.replication_depth);
     let raft = Raft::new(config.id, raft_config, network, log, sm.clone())
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;

@@ -21,11 +21,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use openraft::async_runtime::WatchReceiver;
 use openraft::vote::RaftLeaderId;
 use openraft::EntryPayload;
+use rustls::pki_types::CertificateDer;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
@@ -81,30 +84,14 @@ impl RaftService {
     /// came on (see the module comment). `brings`: whether the message itself carries a
     /// membership that names the sender.
     fn admit<T>(&self, request: &Request<T>, sender: NodeId, brings: bool) -> Result<(), Status> {
-        if self.tls {
-            let named = request.peer_certs().is_some_and(|certs| {
-                certs
-                    .first()
-                    .is_some_and(|cert| crate::tls::names_member(cert, sender))
-            });
-            if !named {
-                return Err(Status::permission_denied(format!(
-                    "the peer certificate does not name member {sender} ({})",
-                    crate::tls::member_name(sender)
-                )));
-            }
+        self.peer(request).admit(&self.raft, sender, brings)
+    }
+
+    fn peer<T>(&self, request: &Request<T>) -> Peer {
+        Peer {
+            tls: self.tls,
+            certs: request.peer_certs(),
         }
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow_watched();
-        let membership = metrics.membership_config.membership();
-        let known = membership.get_node(&sender).is_some();
-        let outside = membership.get_node(&metrics.id).is_none();
-        if known || outside || brings {
-            return Ok(());
-        }
-        Err(Status::permission_denied(format!(
-            "member {sender} is not in this member's membership"
-        )))
     }
 
     /// Receives the chunks after the first into a spool file, bounded in size; the whole
@@ -135,6 +122,42 @@ impl RaftService {
         out.flush().await.map_err(io)?;
         drop(out);
         tokio::fs::read(&file.0).await.map_err(io)
+    }
+}
+
+/// Who is at the other end of a peer connection, as far as its certificate says.
+struct Peer {
+    tls: bool,
+    certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+impl Peer {
+    /// See [`RaftService::admit`].
+    fn admit(&self, raft: &Raft, sender: NodeId, brings: bool) -> Result<(), Status> {
+        if self.tls {
+            let named = self.certs.as_ref().is_some_and(|certs| {
+                certs
+                    .first()
+                    .is_some_and(|cert| crate::tls::names_member(cert, sender))
+            });
+            if !named {
+                return Err(Status::permission_denied(format!(
+                    "the peer certificate does not name member {sender} ({})",
+                    crate::tls::member_name(sender)
+                )));
+            }
+        }
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let membership = metrics.membership_config.membership();
+        let known = membership.get_node(&sender).is_some();
+        let outside = membership.get_node(&metrics.id).is_none();
+        if known || outside || brings {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "member {sender} is not in this member's membership"
+        )))
     }
 }
 
@@ -174,6 +197,51 @@ fn entries_name(rpc: &AppendEntriesRequest, sender: NodeId) -> bool {
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
+    type StreamAppendStream = BoxStream<'static, Result<RaftMessage, Status>>;
+
+    /// Pipelined appends: each message is checked as a unary one is; the first that does not
+    /// decode or is not let in ends the requests, and its refusal ends the answers, after
+    /// those of the requests before it.
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let peer = self.peer(&request);
+        let refusal: Arc<Mutex<Option<Status>>> = Arc::default();
+        let (raft, refused) = (self.raft.clone(), refusal.clone());
+        let requests = request.into_inner().map(move |message| {
+            let admitted = message.and_then(|m| {
+                let rpc: AppendEntriesRequest = decode(&m.data).map_err(bad_request)?;
+                let from = sender(&rpc.vote);
+                peer.admit(&raft, from, entries_name(&rpc, from))?;
+                Ok(rpc)
+            });
+            match admitted {
+                Ok(rpc) => Some(rpc),
+                Err(status) => {
+                    *refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
+                    None
+                }
+            }
+        });
+        let requests = requests
+            .take_while(|rpc| std::future::ready(rpc.is_some()))
+            .filter_map(std::future::ready);
+        let answers = self.raft.stream_append(requests).map(|result| {
+            let result = result.map_err(|fatal| Status::unavailable(fatal.to_string()))?;
+            let data = encode(&result).map_err(|e| Status::internal(e.to_string()))?;
+            Ok(RaftMessage { data })
+        });
+        let refusal = futures_util::stream::once(async move {
+            refusal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+        })
+        .filter_map(|refused| async move { refused.map(Err) });
+        Ok(Response::new(Box::pin(answers.chain(refusal))))
+    }
+
     async fn append_entries(
         &self,
         request: Request<RaftMessage>,

@@ -292,7 +292,29 @@ async fn a_cluster_with_tls_on_every_port_serves_and_refuses_strangers() {
         );
     }
 
-    // The refused append changed nothing: the cluster still serves and agrees.
+    // Pipelined replication checks each message as the unary call does.
+    let mut raft = peer_client(&peer, &ca, Some(cert("member-4")))
+        .await
+        .expect("connect");
+    let append = AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(1_000_000, 4),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+    let data = encode(&append).expect("encode");
+    let mut answers = raft
+        .stream_append(futures_util::stream::iter([RaftMessage { data }]))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let refused = answers
+        .message()
+        .await
+        .expect_err("a member outside the membership cannot stream appends");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");
+
+    // The refused appends changed nothing: the cluster still serves and agrees.
     client
         .show(pb::ShowRequest {
             node: Some(pb::NodeRef {

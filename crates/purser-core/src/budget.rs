@@ -307,6 +307,15 @@ impl State {
                 limits::HOLDS_OPEN_MAX
             )));
         }
+        let root = self.node(leaf).root;
+        let share = self
+            .holds_per_root_cap
+            .unwrap_or(limits::HOLDS_PER_ROOT_MAX);
+        if self.holds_per_root.get(&root).copied().unwrap_or(0) >= share {
+            return Err(Error::exhausted(format!(
+                "root {root} has {share} holds open, its share of the cluster's: settle or release some"
+            )));
+        }
         Ok((leaf, currency, (min, max)))
     }
 
@@ -375,6 +384,7 @@ impl State {
             },
         );
         self.hold_due.insert((expires_at_ms, reservation_id));
+        *self.holds_per_root.entry(self.node(leaf).root).or_default() += 1;
         Reservation {
             reservation_id,
             node: leaf,
@@ -587,6 +597,13 @@ impl State {
         let Some(hold) = self.holds.remove(&reservation_id) else {
             unreachable!("invariant `callers remove open holds only` broken: {reservation_id}");
         };
+        let root = self.node(hold.node).root;
+        if let Some(open) = self.holds_per_root.get_mut(&root) {
+            *open -= 1;
+            if *open == 0 {
+                self.holds_per_root.remove(&root);
+            }
+        }
         let queued = self.hold_due.remove(&(hold.expires_at_ms, reservation_id));
         assert!(
             queued,

@@ -346,7 +346,20 @@ impl State {
         self.check_grants(&sums.grant_held)?;
         self.check_expired()?;
         self.check_webhooks()?;
+        self.check_holds_per_root()?;
         self.check_tokens()
+    }
+
+    /// The open-hold count of each root is its holds, counted.
+    fn check_holds_per_root(&self) -> std::result::Result<(), String> {
+        let mut counted: crate::hash::FxHashMap<u64, u64> = Default::default();
+        for hold in self.holds.values() {
+            *counted.entry(self.node(hold.node).root).or_default() += 1;
+        }
+        if counted != self.holds_per_root {
+            return Err("invariant `each root's open-hold count is its holds` broken".into());
+        }
+        Ok(())
     }
 
     /// Every node one level below its parent, in its parent's root and child list, within the

@@ -184,6 +184,10 @@ impl State {
         }
         for hold in self.holds.values() {
             self.hold_due.insert((hold.expires_at_ms, hold.id));
+            *self
+                .holds_per_root
+                .entry(self.node(hold.node).root)
+                .or_default() += 1;
         }
         for grant in self.grants.values() {
             if let Some(due) = grant.due_ms() {

@@ -35,6 +35,9 @@ pub mod limits {
     pub const CURRENCY_SCALE_MAX: u8 = 18;
     pub const PRICES_PER_ROOT_MAX: usize = 4096;
     pub const HOLDS_OPEN_MAX: usize = 10_000_000;
+    /// Open holds one root may have of those: a quarter, so that one tenant's holds leave the
+    /// others room.
+    pub const HOLDS_PER_ROOT_MAX: u64 = HOLDS_OPEN_MAX as u64 / 4;
     /// Request ids remembered at once (about 100 bytes each, `dedup.rs`): 32M holds the
     /// 42k writes/s a 3-member cluster sustains for the default retention (10 min + 1 min of
     /// clock skew). Beyond it new requests are refused until old ids age out.
@@ -343,6 +346,10 @@ pub struct State {
     pub(crate) events_emitted: u64,
     /// Derived indexes, rebuilt on restore.
     pub(crate) hold_due: BTreeSet<(u64, u64)>,
+    /// Open holds per root, for each root's share of them.
+    pub(crate) holds_per_root: FxHashMap<u64, u64>,
+    /// Tests only: a smaller share of holds per root than [`limits::HOLDS_PER_ROOT_MAX`].
+    pub(crate) holds_per_root_cap: Option<u64>,
     pub(crate) grant_due: BTreeSet<(u64, u64)>,
     pub(crate) kind_index: FxHashMap<String, u16>,
     /// Token secret hash → token id.
@@ -571,6 +578,13 @@ impl State {
     #[doc(hidden)]
     pub fn cap_remembered_requests_for_tests(&mut self, total: usize, per_root: usize) {
         self.dedup.set_caps(total, per_root);
+    }
+
+    /// Tests only, like [`State::cap_remembered_requests_for_tests`]: at most `per_root` open
+    /// holds per root.
+    #[doc(hidden)]
+    pub fn cap_holds_per_root_for_tests(&mut self, per_root: u64) {
+        self.holds_per_root_cap = Some(per_root);
     }
 
     pub(crate) fn check_request(

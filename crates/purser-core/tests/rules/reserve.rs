@@ -753,3 +753,26 @@ fn the_request_id_table_stays_bounded_and_expires_a_few_ids_per_apply() {
     w.s.apply(w.now, Command::new("beta-1", w.now, other))
         .expect("another root still has room");
 }
+
+/// One root's open holds stop at its share; another root can still reserve, and a hold given
+/// back makes room again.
+#[test]
+fn open_holds_stop_at_the_share_of_their_root() {
+    let mut w = World::new(T);
+    let acme = w.root("acme", &[currency("usd", 0, false)]);
+    let beta = w.root("beta", &[currency("usd", 0, false)]);
+    w.s.cap_holds_per_root_for_tests(3);
+    let reserve = |node| World::reserve_op(node, "usd", Amount::Exact(1), Attributes::default());
+    let held: Vec<u64> = (0..3)
+        .map(|_| expect_reserved(w.ok(reserve(acme)).outcome).reservation_id)
+        .collect();
+    let e = w.err(reserve(acme));
+    assert_eq!(e.kind, ErrorKind::ResourceExhausted);
+    assert!(e.message.contains("its share"), "{e}");
+    expect_reserved(w.ok(reserve(beta)).outcome);
+    w.ok(Op::Release {
+        reservation_id: held[0],
+    });
+    expect_reserved(w.ok(reserve(acme)).outcome);
+    assert!(w.s.check_invariants().is_ok());
+}

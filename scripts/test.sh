@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh
 purser_setup
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# A one-off run gains nothing from incremental caches; they cost gigabytes of disk.
+export CARGO_INCREMENTAL=0
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,5 +1,6 @@
-//! The corruption nemesis: a stopped node's RocksDB files damaged (bits flipped in the first
-//! half of the newest WAL; bits flipped in, or truncation of, the newest SST or the MANIFEST),
+//! The corruption nemesis: a stopped node's files damaged (bits flipped in the first half of
+//! the newest WAL; bits flipped in, or truncation of, the newest SST, the MANIFEST or the
+//! state snapshot),
 //! then the node restarted. It
 //! must refuse to start — then it is wiped and added back as a fresh member (remove,
 //! add-learner, promote) — or recover from what is left and its peers; never serve wrong data,
@@ -31,17 +32,18 @@ fn damage_file(dir: &Path, rng: &mut Rng) -> Result<String, String> {
             *len > 0
                 && (name.ends_with(".log")
                     || name.ends_with(".sst")
-                    || name.starts_with("MANIFEST-"))
+                    || name.starts_with("MANIFEST-")
+                    || name.ends_with(".snapshot"))
         })
         .collect();
     // RocksDB numbers its files in creation order: the greatest name of a kind is the newest.
     files.sort();
-    let kinds: Vec<&str> = [".log", ".sst", "MANIFEST-"]
+    let kinds: Vec<&str> = [".log", ".sst", "MANIFEST-", ".snapshot"]
         .into_iter()
         .filter(|k| files.iter().any(|(n, _, _)| n.contains(k)))
         .collect();
     if kinds.is_empty() {
-        return Err("no RocksDB file to damage".into());
+        return Err("no file to damage".into());
     }
     let kind = *rng.pick(&kinds);
     let (name, path, len) = files
@@ -55,7 +57,7 @@ fn damage_file(dir: &Path, rng: &mut Rng) -> Result<String, String> {
     // which the storage engine must accept by dropping that tail; but this tail was synced
     // and acknowledged, and Raft assumes stable storage keeps it. So the WAL is damaged only
     // in its first half (detected: the member refuses to start); checksummed SSTs and the
-    // MANIFEST anywhere.
+    // MANIFEST and the (checksummed) snapshot anywhere.
     let wal = kind == ".log";
     let span = if wal { (len / 2).max(1) } else { len };
     let what = if !wal && rng.chance(50) {

@@ -83,7 +83,25 @@ impl Row {
         if let Some(s) = self.first_denial_s {
             let _ = write!(line, " first_denial={s:.3}s");
         }
+        // The longest any member's apply waited or worked on one entry: what a snapshot, a
+        // compaction or an O(N) pass inside apply would show as.
+        if let Some(us) = self.server_max("apply_entry_us") {
+            let _ = write!(line, " longest_apply={:.2}ms", us as f64 / 1e3);
+        }
+        if let Some(us) = self.server_max("snapshot_lock_us") {
+            let _ = write!(line, " longest_snapshot_freeze={:.2}ms", us as f64 / 1e3);
+        }
         line
+    }
+
+    /// The greatest `max` of histogram `name` over the members' `Stats`.
+    fn server_max(&self, name: &str) -> Option<u64> {
+        self.server
+            .as_ref()?
+            .as_object()?
+            .values()
+            .filter_map(|member| member.get(name)?.get("max")?.as_u64())
+            .max()
     }
 }
 

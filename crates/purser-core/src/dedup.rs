@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cow::CowMap;
 use crate::hash::FxHashMap;
 use crate::outcome::Recorded;
 use crate::state::limits;
@@ -69,7 +70,7 @@ struct Bucket {
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Dedup {
-    map: FxHashMap<Key, DedupEntry>,
+    map: CowMap<Key, DedupEntry>,
     queue: VecDeque<Bucket>,
     per_root: FxHashMap<u64, u64>,
     /// Tests only: smaller caps than [`limits`], `(cluster, per root)`.
@@ -218,25 +219,35 @@ impl Dedup {
         }
     }
 
-    /// The live ids, in canonical order (a snapshot's).
-    pub fn live(&self, now_ms: u64) -> Vec<(u128, DedupEntry)> {
-        let mut live: Vec<(u128, DedupEntry)> = self
-            .map
-            .iter()
-            .filter(|(_, e)| Dedup::is_live(e, now_ms))
-            .map(|(k, e)| (u128::from(*k), e.clone()))
-            .collect();
-        live.sort_unstable_by_key(|(k, e)| (e.forget_at_ms, *k));
-        live
+    /// The table as it is now, for a snapshot: shares its shards until they are written to.
+    pub fn freeze(&self) -> FrozenDedup {
+        FrozenDedup(self.map.clone())
     }
 
-    /// A table of `live` ids, as [`Dedup::live`] lists them.
+    /// A table of `live` ids, as [`FrozenDedup::live`] lists them.
     pub fn restore(live: Vec<(u128, DedupEntry)>) -> Dedup {
         let mut dedup = Dedup::default();
-        dedup.map.reserve(live.len());
         for (key, entry) in live {
             dedup.insert(key, entry);
         }
         dedup
+    }
+}
+
+/// The request-id table frozen for a snapshot ([`Dedup::freeze`]).
+#[derive(Clone, Debug)]
+pub(crate) struct FrozenDedup(CowMap<Key, DedupEntry>);
+
+impl FrozenDedup {
+    /// The ids live at `now_ms`, in canonical order (a snapshot's).
+    pub fn live(&self, now_ms: u64) -> Vec<(u128, &DedupEntry)> {
+        let mut live: Vec<(u128, &DedupEntry)> = self
+            .0
+            .iter()
+            .filter(|(_, e)| Dedup::is_live(e, now_ms))
+            .map(|(k, e)| (u128::from(*k), e))
+            .collect();
+        live.sort_unstable_by_key(|(k, e)| (e.forget_at_ms, *k));
+        live
     }
 }

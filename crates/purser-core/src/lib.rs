@@ -19,6 +19,7 @@
 pub mod access;
 mod budget;
 pub mod command;
+mod cow;
 mod dedup;
 pub mod error;
 pub mod event;
@@ -45,7 +46,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::*;
 pub use hash::request_key;
 pub use outcome::*;
-pub use snapshot::SNAPSHOT_FORMAT_VERSION;
+pub use snapshot::{Frozen, SNAPSHOT_FORMAT_VERSION};
 pub use state::{limits, Config, State};
 pub use time::Period;
 pub use window::SLIDING_BUCKETS;

@@ -2,9 +2,13 @@
 //! again gives the same bytes, and two replicas with equal state give equal bytes, so the
 //! digest of a snapshot is the digest of the state.
 
+use std::collections::{BTreeMap, VecDeque};
+
 use serde::{Deserialize, Serialize};
 
 use crate::access::Token;
+use crate::cow::{CowMap, CowVec};
+use crate::dedup::FrozenDedup;
 use crate::error::{Error, Result};
 use crate::hash::{fingerprint128, fingerprint64};
 use crate::state::{Config, Dedup, DedupEntry, Expired, Grant, Hold, Node, Root, State};
@@ -22,13 +26,13 @@ pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 struct ImageRef<'a> {
     now_ms: u64,
     config: &'a Config,
-    nodes: &'a [Node],
+    nodes: &'a CowVec<Node>,
     kinds: &'a [String],
     roots: Vec<(u64, &'a Root)>,
     grants: Vec<&'a Grant>,
     holds: Vec<&'a Hold>,
     expired: Vec<(u64, &'a Expired)>,
-    dedup: Vec<(u128, DedupEntry)>,
+    dedup: Vec<(u128, &'a DedupEntry)>,
     next_grant_id: u64,
     next_reservation_id: u64,
     sent_floor_ms: u64,
@@ -37,6 +41,98 @@ struct ImageRef<'a> {
     events_emitted: u64,
     tokens: Vec<&'a Token>,
     next_token_id: u64,
+}
+
+/// What a snapshot encodes, frozen at one point: the large parts are copy-on-write clones
+/// that share their chunks with the live state, so freezing costs time in the number of
+/// chunks (and in the small parts: configuration, webhooks, tokens, the expiry queue), not in
+/// the number of nodes, holds or request ids. Encoding it can then run without the lock that
+/// apply needs, while the live state moves on.
+#[derive(Clone, Debug)]
+pub struct Frozen {
+    now_ms: u64,
+    config: Config,
+    nodes: CowVec<Node>,
+    kinds: Vec<String>,
+    roots: CowMap<u64, Root>,
+    grants: CowMap<u64, Grant>,
+    holds: CowMap<u64, Hold>,
+    expired: CowMap<u64, Expired>,
+    expired_order: VecDeque<u64>,
+    dedup: FrozenDedup,
+    next_grant_id: u64,
+    next_reservation_id: u64,
+    sent_floor_ms: u64,
+    webhooks: BTreeMap<u64, Webhook>,
+    next_webhook_id: u64,
+    events_emitted: u64,
+    tokens: BTreeMap<u64, Token>,
+    next_token_id: u64,
+}
+
+impl Frozen {
+    /// `MAGIC ++ version (u32 LE) ++ length (u64 LE) ++ body ++ checksum (u64 LE)`, the same
+    /// bytes [`State::snapshot`] gives for the state it was frozen from.
+    pub fn encode(&self) -> Vec<u8> {
+        fn sorted<V: Clone>(map: &CowMap<u64, V>) -> Vec<(u64, &V)> {
+            let mut entries: Vec<(u64, &V)> = map.iter().map(|(k, v)| (*k, v)).collect();
+            entries.sort_unstable_by_key(|(k, _)| *k);
+            entries
+        }
+        let image = ImageRef {
+            now_ms: self.now_ms,
+            config: &self.config,
+            nodes: &self.nodes,
+            kinds: &self.kinds,
+            roots: sorted(&self.roots),
+            grants: sorted(&self.grants).into_iter().map(|(_, g)| g).collect(),
+            holds: sorted(&self.holds).into_iter().map(|(_, h)| h).collect(),
+            expired: self
+                .expired_order
+                .iter()
+                .filter_map(|id| self.expired.get(id).map(|e| (*id, e)))
+                .collect(),
+            dedup: self.dedup.live(self.now_ms),
+            next_grant_id: self.next_grant_id,
+            next_reservation_id: self.next_reservation_id,
+            sent_floor_ms: self.sent_floor_ms,
+            webhooks: self.webhooks.values().collect(),
+            next_webhook_id: self.next_webhook_id,
+            events_emitted: self.events_emitted,
+            tokens: self.tokens.values().collect(),
+            next_token_id: self.next_token_id,
+        };
+        let body = bincode::serde::encode_to_vec(&image, bincode::config::standard())
+            .unwrap_or_else(|e| {
+                unreachable!("invariant `the state encodes`: plain data into memory: {e}")
+            });
+        let mut out = Vec::with_capacity(body.len() + 28);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&fingerprint64(&body).to_le_bytes());
+        out
+    }
+
+    /// [`State::digest`] of the state it was frozen from.
+    pub fn digest(&self) -> u128 {
+        fingerprint128(&self.encode())
+    }
+
+    /// The snapshot bytes. Debug builds (every test) check them by restoring them: every
+    /// invariant, on the bytes that will be shipped. Release builds leave that check to where
+    /// a snapshot is restored (a member's start, every follower that installs it), because
+    /// here it would cost a second whole state in memory and as much CPU again as encoding.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        let bytes = self.encode();
+        if cfg!(debug_assertions) {
+            State::restore(&bytes).map_err(|why| {
+                Error::invalid(format!("invariant broken when building a snapshot: {why}"))
+            })?;
+        }
+        Ok(bytes)
+    }
 }
 
 #[derive(Deserialize)]
@@ -72,44 +168,34 @@ impl State {
         self.encode()
     }
 
-    /// The snapshot bytes, unchecked: what [`State::digest`] hashes.
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut holds: Vec<&Hold> = self.holds.values().collect();
-        holds.sort_unstable_by_key(|h| h.id);
-        let image = ImageRef {
+    /// A copy of what a snapshot encodes, sharing the large parts with this state until they
+    /// are written to (see [`Frozen`]).
+    pub fn freeze(&self) -> Frozen {
+        Frozen {
             now_ms: self.now_ms,
-            config: &self.config,
-            nodes: &self.nodes,
-            kinds: &self.kinds,
-            roots: self.roots.iter().map(|(k, v)| (*k, v)).collect(),
-            grants: self.grants.values().collect(),
-            holds,
-            expired: self
-                .expired_order
-                .iter()
-                .filter_map(|id| self.expired.get(id).map(|e| (*id, e)))
-                .collect(),
-            dedup: self.dedup.live(self.now_ms),
+            config: self.config.clone(),
+            nodes: self.nodes.clone(),
+            kinds: self.kinds.clone(),
+            roots: self.roots.clone(),
+            grants: self.grants.clone(),
+            holds: self.holds.clone(),
+            expired: self.expired.clone(),
+            expired_order: self.expired_order.clone(),
+            dedup: self.dedup.freeze(),
             next_grant_id: self.next_grant_id,
             next_reservation_id: self.next_reservation_id,
             sent_floor_ms: self.sent_floor_ms,
-            webhooks: self.webhooks.values().collect(),
+            webhooks: self.webhooks.clone(),
             next_webhook_id: self.next_webhook_id,
             events_emitted: self.events_emitted,
-            tokens: self.tokens.values().collect(),
+            tokens: self.tokens.clone(),
             next_token_id: self.next_token_id,
-        };
-        let body = bincode::serde::encode_to_vec(&image, bincode::config::standard())
-            .unwrap_or_else(|e| {
-                unreachable!("invariant `the state encodes`: plain data into memory: {e}")
-            });
-        let mut out = Vec::with_capacity(body.len() + 28);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&fingerprint64(&body).to_le_bytes());
-        out
+        }
+    }
+
+    /// The snapshot bytes, unchecked: what [`State::digest`] hashes.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        self.freeze().encode()
     }
 
     /// Rebuilds a state from [`State::snapshot`] bytes. A damaged, truncated or foreign
@@ -140,7 +226,7 @@ impl State {
         let mut state = State {
             now_ms: image.now_ms,
             config: image.config,
-            nodes: image.nodes,
+            nodes: image.nodes.into(),
             kinds: image.kinds,
             roots: image.roots.into_iter().collect(),
             grants: image.grants.into_iter().map(|g| (g.id, g)).collect(),
@@ -211,7 +297,7 @@ impl State {
 
     /// A 128-bit digest of the whole state: equal on replicas that applied the same log.
     pub fn digest(&self) -> u128 {
-        fingerprint128(&self.encode())
+        self.freeze().digest()
     }
 }
 

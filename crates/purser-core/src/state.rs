@@ -8,6 +8,7 @@ use crate::command::{
     Attributes, Command, GrantKind, LimitMode, OnExhausted, Op, RequestMeta, RoleResolution,
     Rollover, Window,
 };
+use crate::cow::{CowMap, CowVec};
 use crate::error::{Error, Result};
 use crate::hash::{fingerprint64, request_key, FxHashMap};
 use crate::invariants::Before;
@@ -322,14 +323,14 @@ pub struct State {
     pub(crate) now_ms: u64,
     pub(crate) config: Config,
     /// Node `id` lives at `nodes[id - 1]`; ids are never reused.
-    pub(crate) nodes: Vec<Node>,
+    pub(crate) nodes: CowVec<Node>,
     pub(crate) kinds: Vec<String>,
-    pub(crate) roots: BTreeMap<u64, Root>,
+    pub(crate) roots: CowMap<u64, Root>,
     /// `(parent id or 0, fingerprint of the name)` → child id.
     pub(crate) names: FxHashMap<(u64, u64), u64>,
-    pub(crate) grants: BTreeMap<u64, Grant>,
-    pub(crate) holds: FxHashMap<u64, Hold>,
-    pub(crate) expired: FxHashMap<u64, Expired>,
+    pub(crate) grants: CowMap<u64, Grant>,
+    pub(crate) holds: CowMap<u64, Hold>,
+    pub(crate) expired: CowMap<u64, Expired>,
     /// Expired-hold ids in expiry order (so `forget_at_ms` order); may name ids already settled.
     pub(crate) expired_order: VecDeque<u64>,
     pub(crate) dedup: Dedup,

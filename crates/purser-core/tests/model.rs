@@ -79,6 +79,9 @@ proptest! {
         let mut a = State::new();
         let mut b = State::new();
         let mut c: Option<State> = None;
+        // Frozen at the cut: its encoding must stay what the state was then, while the
+        // state it shares its chunks with goes on.
+        let mut frozen: Option<(purser_core::Frozen, Vec<u8>)> = None;
         let cut = sc.steps.len() * usize::from(sc.cut) / 256;
         let mut now = sc.base;
         for (i, step) in sc.steps.iter().enumerate() {
@@ -89,6 +92,7 @@ proptest! {
                 prop_assert_eq!(restored.digest(), a.digest());
                 prop_assert!(restored.check_invariants().is_ok());
                 c = Some(restored);
+                frozen = Some((a.freeze(), snap.clone()));
             }
             let at = builder.time(now.max(model.now), &step.dt);
             let Some(cmd) = builder.build(&model, at, step) else { continue };
@@ -114,7 +118,76 @@ proptest! {
         if let Some(c) = c {
             prop_assert_eq!(a.snapshot(), c.snapshot());
         }
+        if let Some((frozen, snap)) = frozen {
+            prop_assert_eq!(frozen.encode(), snap.clone(), "a frozen copy changed with the state");
+            prop_assert_eq!(frozen.snapshot().map_err(|e| TestCaseError::fail(e.to_string()))?, snap);
+        }
     }
+}
+
+/// A state large enough that its maps are split into every shard and its nodes into many
+/// chunks: frozen, then written to (new holds and request ids, settled and released ones, a
+/// tick), the frozen copy still encodes byte for byte the state at the freeze, and restores to
+/// a state with that state's digest.
+#[test]
+fn a_frozen_state_encodes_what_it_held_while_writes_go_on() {
+    use purser_core::fixtures::{standard_tree, XorShift};
+    use purser_core::{Actual, Amount, Attributes, Command, Config, NodeRef, Op, Outcome, Reserve};
+    let mut now = 1_780_000_000_000;
+    let (mut state, users) = standard_tree(now, Config::default());
+    let mut rng = XorShift(7);
+    let mut open = Vec::new();
+    let mut seq = 0;
+    let mut step = |state: &mut State, now: u64, open: &mut Vec<u64>, rng: &mut XorShift| {
+        seq += 1;
+        let user = users[rng.below(users.len() as u64) as usize];
+        let reserve = Op::Reserve(Reserve {
+            node: NodeRef::Id(user),
+            currency: "usd".into(),
+            amount: Amount::Exact(10),
+            ttl_ms: 60_000,
+            attrs: Attributes::default(),
+        });
+        if let Ok(Outcome::Reserved(r)) = state
+            .apply(now, Command::new(format!("r{seq}"), now, reserve))
+            .map(|a| a.outcome)
+        {
+            open.push(r.reservation_id);
+        }
+        if open.len() > 5_000 {
+            let reservation_id = open.swap_remove(rng.below(open.len() as u64) as usize);
+            let op = if rng.below(2) == 0 {
+                Op::Release { reservation_id }
+            } else {
+                Op::Settle {
+                    reservation_id,
+                    actual: Actual::Amount(5),
+                }
+            };
+            state
+                .apply(now, Command::new(format!("s{seq}"), now, op))
+                .expect("settle or release");
+        }
+    };
+    for _ in 0..60_000 {
+        now += 1;
+        step(&mut state, now, &mut open, &mut rng);
+    }
+    let expected = state.snapshot();
+    let digest = state.digest();
+    let frozen = state.freeze();
+    for _ in 0..20_000 {
+        now += 3;
+        step(&mut state, now, &mut open, &mut rng);
+    }
+    state.apply(now, Command::tick()).expect("tick");
+    assert_ne!(state.digest(), digest, "the writes changed the state");
+    assert!(
+        frozen.encode() == expected,
+        "a frozen copy changed with the state"
+    );
+    let restored = State::restore(&frozen.snapshot().expect("a sound snapshot")).expect("restores");
+    assert_eq!(restored.digest(), digest);
 }
 
 #[test]

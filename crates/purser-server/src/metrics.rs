@@ -31,7 +31,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Every histogram with its name, in the order `Stats` has always listed them.
-    pub fn histograms(&self) -> [(&'static str, &Histogram); 10] {
+    pub fn histograms(&self) -> [(&'static str, &Histogram); 11] {
         let store = &self.store;
         [
             ("write_queued_us", &self.write_queued_us),
@@ -44,6 +44,7 @@ impl Metrics {
             ("apply_entry_us", &store.apply_entry_us),
             ("read_barrier_us", &self.read_barrier_us),
             ("snapshot_lock_us", &store.snapshot_lock_us),
+            ("snapshot_encode_us", &store.snapshot_encode_us),
         ]
     }
 

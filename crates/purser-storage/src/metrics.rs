@@ -123,8 +123,10 @@ pub struct StoreMetrics {
     pub appends_per_fsync: Histogram,
     /// Applying one log entry to the state machine.
     pub apply_entry_us: Histogram,
-    /// Encoding a snapshot while holding the state lock: apply waits this long.
+    /// Freezing the state for a snapshot while holding the state lock: apply waits this long.
     pub snapshot_lock_us: Histogram,
+    /// Encoding and checking a frozen state, off the lock: how long a snapshot takes to build.
+    pub snapshot_encode_us: Histogram,
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use openraft::storage::RaftStateMachine;
 use openraft::RaftSnapshotBuilder;
-use purser_storage::store::{encode, open_db, StateMachineStore, StoredSnapshot};
+use purser_storage::store::{encode, open_db, StateMachineStore, StoredSnapshot, SNAPSHOT_FILE};
 
 /// Builds a snapshot, lets `damage` change the stored record, and returns the error that
 /// reopening gives.
@@ -17,12 +17,11 @@ async fn reopen_after(damage: impl FnOnce(&mut StoredSnapshot)) -> String {
         builder.build_snapshot().await.expect("snapshot");
         drop(builder);
         drop(sm);
-        let cf = db.cf_handle("sm").expect("cf");
-        let bytes = db.get_cf(cf, b"snapshot").expect("read").expect("present");
+        let file = dir.path().join(SNAPSHOT_FILE);
+        let bytes = std::fs::read(&file).expect("the snapshot is a file");
         let mut stored = StoredSnapshot::decode_checked(&bytes).expect("intact at first");
         damage(&mut stored);
-        db.put_cf(cf, b"snapshot", encode(&stored).expect("encode"))
-            .expect("write");
+        std::fs::write(&file, encode(&stored).expect("encode")).expect("write");
     }
     let db = open_db(dir.path()).expect("the database itself opens");
     StateMachineStore::open(db, Default::default())

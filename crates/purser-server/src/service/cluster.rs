@@ -390,13 +390,18 @@ impl Cluster for ClusterService {
             .leader()
             .map(|(_, n)| n.client_addr)
             .unwrap_or_default();
-        let (digest, state_now_ms, applied) = self.node.read_local(|state, applied| {
+        // Frozen under the lock (time in chunks, not entries), hashed off it: a status call
+        // must not hold up apply for the time it takes to encode the whole state.
+        let (frozen, state_now_ms, applied) = self.node.read_local(|state, applied| {
             (
-                state.digest(),
+                state.freeze(),
                 state.now_ms(),
                 applied.map_or(0, |l| l.index),
             )
         });
+        let digest = tokio::task::spawn_blocking(move || frozen.digest())
+            .await
+            .map_err(|e| Status::internal(format!("digest: {e}")))?;
         Ok(Response::new(pb::StatusResponse {
             id: self.node.id,
             role: role_of(metrics.state) as i32,

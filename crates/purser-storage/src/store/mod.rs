@@ -22,6 +22,7 @@ use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 pub use log::LogStore;
 pub use sm::{
     EventRecord, EventsError, StateMachineStore, StoredSnapshot, EVENTS_KEPT, EVENTS_KEPT_MIN,
+    SNAPSHOT_FILE,
 };
 
 pub(crate) const CF_LOG: &str = "log";

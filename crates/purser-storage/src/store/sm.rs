@@ -1,8 +1,10 @@
 //! openraft's state machine: purser-core's `State` in memory, made durable by the Raft log
-//! plus snapshots kept in RocksDB. On start the newest snapshot is restored and openraft
-//! re-applies the committed log after it.
+//! plus the newest snapshot, kept in a file beside RocksDB's. On start the newest snapshot is
+//! restored and openraft re-applies the committed log after it.
 
 use std::io;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -11,7 +13,7 @@ use futures_util::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use purser_core::{Event, State};
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -22,7 +24,11 @@ use crate::types::{
     Batch, BatchResponse, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
 
-const SNAPSHOT: &[u8] = b"snapshot";
+/// Where data directories of earlier versions kept the snapshot: one RocksDB value, synced
+/// into the WAL that the log's fsyncs wait on. Read when no snapshot file exists yet.
+const LEGACY_SNAPSHOT: &[u8] = b"snapshot";
+/// The snapshot file in the data directory, replaced whole (written beside, then renamed).
+pub const SNAPSHOT_FILE: &str = "state.snapshot";
 
 /// Events kept per member by default; older ones are deleted (once folded into the rollups)
 /// when a snapshot is built. A watcher that falls further behind is told so.
@@ -116,21 +122,23 @@ pub struct StateMachineStore {
     folding: Arc<Mutex<()>>,
     /// How many of the newest events this member keeps.
     events_kept: Arc<AtomicU64>,
+    /// The snapshot file ([`SNAPSHOT_FILE`] in the data directory).
+    snapshot_path: Arc<PathBuf>,
 }
 
 impl StateMachineStore {
     /// Loads the newest snapshot, if any. A snapshot that fails its checksum or its invariants
     /// stops the node with an error rather than serving wrong data.
     pub fn open(db: Arc<DB>, metrics: Arc<StoreMetrics>) -> io::Result<Self> {
-        let applied = match db.get_cf(cf(&db, CF_SM), SNAPSHOT).map_err(rocks)? {
+        let snapshot_path = db.path().join(SNAPSHOT_FILE);
+        let applied = match read_snapshot(&db, &snapshot_path)? {
             None => Applied {
                 state: State::new(),
                 last_applied: None,
                 membership: StoredMembership::default(),
                 next_event: 1,
             },
-            Some(bytes) => {
-                let stored = StoredSnapshot::decode_checked(&bytes)?;
+            Some(stored) => {
                 let state = State::restore(&stored.state)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 Applied {
@@ -149,6 +157,7 @@ impl StateMachineStore {
             events_written: Arc::new(events_written),
             folding: Arc::new(Mutex::new(())),
             events_kept: Arc::new(AtomicU64::new(EVENTS_KEPT)),
+            snapshot_path: Arc::new(snapshot_path),
         })
     }
 
@@ -234,13 +243,48 @@ impl StateMachineStore {
         self.events_written.subscribe()
     }
 
+    /// Replaces the snapshot file: written beside it and synced, then renamed over it and
+    /// the directory synced, so that a crash leaves the old snapshot or the new one, whole.
+    /// A file rather than a RocksDB value: a value of hundreds of megabytes went through the
+    /// WAL that every log append's fsync waits on.
     fn persist(&self, stored: &StoredSnapshot) -> io::Result<()> {
-        let mut write = WriteOptions::default();
-        write.set_sync(true);
+        let path = self.snapshot_path.as_path();
+        let partial = path.with_extension("partial");
+        {
+            let mut file = std::fs::File::create(&partial)?;
+            file.write_all(&encode(stored)?)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&partial, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        // An older data directory's snapshot value is superseded (not synced: if the deletion
+        // is lost, the file still wins).
         self.db
-            .put_cf_opt(cf(&self.db, CF_SM), SNAPSHOT, encode(stored)?, &write)
+            .delete_cf(cf(&self.db, CF_SM), LEGACY_SNAPSHOT)
             .map_err(rocks)
     }
+}
+
+/// The newest snapshot's bytes: the file, or an older data directory's RocksDB value.
+fn read_snapshot_bytes(db: &DB, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            db.get_cf(cf(db, CF_SM), LEGACY_SNAPSHOT).map_err(rocks)
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
+fn read_snapshot(db: &DB, path: &Path) -> io::Result<Option<StoredSnapshot>> {
+    read_snapshot_bytes(db, path)?
+        .map(|bytes| StoredSnapshot::decode_checked(&bytes))
+        .transpose()
 }
 
 impl StateMachineStore {
@@ -257,25 +301,38 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        // Encoding holds the lock (about 0.16 s per million nodes): apply waits that long.
-        let stored = {
+        // Only the freeze holds the lock (time in the number of chunks of the large parts,
+        // not in their size); encoding and checking the frozen copy run beside apply.
+        let (frozen, meta, next_event) = {
             let applied = self.applied();
             let locked = Instant::now();
-            let stored = StoredSnapshot {
-                meta: SnapshotMeta {
-                    last_log_id: applied.last_applied,
-                    last_membership: applied.membership.clone(),
-                },
-                state: applied.state.snapshot(),
-                next_event: applied.next_event,
-                rollups: Vec::new(),
-                rollup_cursor: 0,
-                checksum: 0,
+            let frozen = applied.state.freeze();
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
             };
+            let next_event = applied.next_event;
+            drop(applied);
             self.metrics
                 .snapshot_lock_us
                 .record_duration(locked.elapsed());
-            stored
+            (frozen, meta, next_event)
+        };
+        let encoding = Instant::now();
+        let state = tokio::task::spawn_blocking(move || frozen.snapshot())
+            .await
+            .map_err(io::Error::other)?
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        self.metrics
+            .snapshot_encode_us
+            .record_duration(encoding.elapsed());
+        let stored = StoredSnapshot {
+            meta,
+            state,
+            next_event,
+            rollups: Vec::new(),
+            rollup_cursor: 0,
+            checksum: 0,
         };
         let mut stored = stored;
         {
@@ -414,11 +471,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        match self
-            .db
-            .get_cf(cf(&self.db, CF_SM), SNAPSHOT)
-            .map_err(rocks)?
-        {
+        match read_snapshot_bytes(&self.db, &self.snapshot_path)? {
             None => Ok(None),
             Some(bytes) => {
                 let stored: StoredSnapshot = decode(&bytes)?;

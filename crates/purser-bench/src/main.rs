@@ -15,6 +15,7 @@ mod peers;
 mod purser;
 mod report;
 mod run;
+mod soak;
 mod workload;
 
 use backend::Backend;
@@ -105,6 +106,16 @@ struct RunArgs {
     /// endpoints are then https.
     #[arg(long, env = "PURSER_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// A soak: print a row this often during the run (`scripts/soak.sh`); any error fails it.
+    #[arg(long, value_parser = duration)]
+    interval: Option<Duration>,
+    /// With --interval: the directory of `scripts/cluster.sh`, whose members' memory, data
+    /// and snapshot sizes each row shows.
+    #[arg(long, requires = "interval")]
+    cluster_dir: Option<PathBuf>,
+    /// With --interval: write an SVG plot of throughput and p99 over time here.
+    #[arg(long, requires = "interval")]
+    plot: Option<PathBuf>,
 }
 
 /// `10s`, `500ms`, `2m`.
@@ -150,6 +161,8 @@ async fn run_command(args: RunArgs) -> backend::Result<ExitCode> {
         duration: args.duration,
         seed: args.seed,
         exhaust: matches!(args.mode, Mode::Exhaust),
+        interval: args.interval,
+        cluster_dir: args.cluster_dir.clone(),
     };
     let tree = Tree::standard();
     let (label, result) = match args.system {
@@ -217,7 +230,16 @@ async fn run_command(args: RunArgs) -> backend::Result<ExitCode> {
     if let Some(path) = &args.json {
         append_json(path, &serde_json::to_value(&row)?)?;
     }
-    Ok(if result.audit.ok() {
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} clients={}: ops/s and p99 over time",
+            row.system, options.clients
+        );
+        std::fs::write(path, soak::plot(&result.rows, &title))?;
+        println!("wrote {}", path.display());
+    }
+    let soak_failed = options.interval.is_some() && result.errors > 0;
+    Ok(if result.audit.ok() && !soak_failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

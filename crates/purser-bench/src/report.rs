@@ -94,15 +94,19 @@ impl Row {
         line
     }
 
-    /// The greatest `max` of histogram `name` over the members' `Stats`.
     fn server_max(&self, name: &str) -> Option<u64> {
-        self.server
-            .as_ref()?
-            .as_object()?
-            .values()
-            .filter_map(|member| member.get(name)?.get("max")?.as_u64())
-            .max()
+        server_max(self.server.as_ref()?, name)
     }
+}
+
+/// The greatest `max` of histogram `name` over the members' `Stats` (as `server_stats`
+/// gathers them).
+pub fn server_max(server: &serde_json::Value, name: &str) -> Option<u64> {
+    server
+        .as_object()?
+        .values()
+        .filter_map(|member| member.get(name)?.get("max")?.as_u64())
+        .max()
 }
 
 /// The labels of the pair of runs that measure what TLS and tokens cost: one member each,

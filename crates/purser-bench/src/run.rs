@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::backend::{Backend, NodeAudit, Reserved, Session};
+use crate::soak::Interval;
 use crate::workload::{settlement, Rng, Tree, HOLD};
 
 #[derive(Clone, Debug)]
@@ -19,6 +20,11 @@ pub struct RunOptions {
     /// Lower the organization's cap after the warm-up so that it runs out about halfway
     /// through the measured run.
     pub exhaust: bool,
+    /// A soak: print a row this often during the measured run.
+    pub interval: Option<Duration>,
+    /// The cluster directory of `scripts/cluster.sh`, whose members' memory and data the
+    /// soak's rows show.
+    pub cluster_dir: Option<std::path::PathBuf>,
 }
 
 /// What one run measured. Latencies are of a reservation (the call a gateway waits for
@@ -38,6 +44,8 @@ pub struct RunResult {
     pub audit: Audit,
     pub first_error: Option<String>,
     pub server: Option<serde_json::Value>,
+    /// A soak's rows, one per interval.
+    pub rows: Vec<crate::soak::Row>,
 }
 
 /// The end-of-run checks: no node's spend plus holds exceeds its limit, and every node's
@@ -66,6 +74,8 @@ struct Shared {
     /// Actuals of settles whose outcome is unknown (an error): they may or may not count.
     unknown: Vec<AtomicI64>,
     first_denial_us: AtomicU64,
+    /// What the clients measured since the soak's last row.
+    interval: std::sync::Mutex<Interval>,
 }
 
 struct ClientStats {
@@ -78,7 +88,7 @@ struct ClientStats {
     first_error: Option<String>,
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds are valid")
 }
 
@@ -96,6 +106,7 @@ pub async fn run<B: Backend>(
         settled: (0..users).map(|_| AtomicI64::new(0)).collect(),
         unknown: (0..users).map(|_| AtomicI64::new(0)).collect(),
         first_denial_us: AtomicU64::new(u64::MAX),
+        interval: std::sync::Mutex::new(Interval::new()),
     });
     let mut sessions = Vec::with_capacity(options.clients);
     for i in 0..options.clients {
@@ -118,7 +129,24 @@ pub async fn run<B: Backend>(
     let began = Instant::now();
     start.set(began).expect("the run starts once");
     shared.measuring.store(true, Ordering::SeqCst);
-    tokio::time::sleep(options.duration).await;
+    let rows = match options.interval {
+        None => {
+            tokio::time::sleep(options.duration).await;
+            Vec::new()
+        }
+        Some(every) => {
+            let dir = options.cluster_dir.as_deref();
+            crate::soak::report(
+                &*backend,
+                &shared.interval,
+                began,
+                options.duration,
+                every,
+                dir,
+            )
+            .await
+        }
+    };
     shared.measuring.store(false, Ordering::SeqCst);
     let elapsed = began.elapsed();
     let server = backend.server_stats().await;
@@ -136,6 +164,7 @@ pub async fn run<B: Backend>(
         audit: Audit::default(),
         first_error: None,
         server,
+        rows,
     };
     for task in tasks {
         let stats = task.await.map_err(|e| format!("a client panicked: {e}"))?;
@@ -217,6 +246,9 @@ async fn client<S: Session>(
             }
             Err(e) => {
                 stats.errors += u64::from(measuring);
+                if measuring {
+                    crate::soak::lock(&shared.interval).errors += 1;
+                }
                 stats.first_error.get_or_insert_with(|| e.to_string());
                 continue;
             }
@@ -232,11 +264,17 @@ async fn client<S: Session>(
                     stats.ops += 1;
                     record(&mut stats.reserve_us, reserve_us);
                     record(&mut stats.settle_us, t1.elapsed().as_micros() as u64);
+                    let mut interval = crate::soak::lock(&shared.interval);
+                    interval.ops += 1;
+                    record(&mut interval.reserve_us, reserve_us);
                 }
             }
             Err(e) => {
                 shared.unknown[user].fetch_add(actual.unwrap_or(0), Ordering::Relaxed);
                 stats.errors += u64::from(measuring);
+                if measuring {
+                    crate::soak::lock(&shared.interval).errors += 1;
+                }
                 stats.first_error.get_or_insert_with(|| e.to_string());
             }
         }

@@ -199,8 +199,8 @@ pub fn plot(rows: &[Row], title: &str) -> String {
 <line x1="{PAD}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/>
 <line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{b}" stroke="black"/>
 <line x1="{r}" y1="{PAD}" x2="{r}" y2="{b}" stroke="black"/>
-<text x="{PAD}" y="{lt}" fill="steelblue">ops/s (max {ops_max:.0})</text>
-<text x="{rt}" y="{lt}" fill="firebrick" text-anchor="end">p99 ms (max {p99_max:.1})</text>
+<text x="{PAD}" y="{lt}" fill="steelblue">ops/s (axis top {ops_max:.0})</text>
+<text x="{rt}" y="{lt}" fill="firebrick" text-anchor="end">p99 ms (axis top {p99_max:.1})</text>
 <text x="{r}" y="{bt}" text-anchor="end">{t_max:.0} s</text>
 <text x="{PAD}" y="{bt}">0 s</text>
 "#,

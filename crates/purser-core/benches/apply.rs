@@ -1,7 +1,7 @@
 //! Criterion: one reserve + settle pair on the standard tree (`cargo bench -p purser-core`).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use purser_core::fixtures::{standard_tree, XorShift};
+use purser_core::fixtures::{reserve_usd, standard_tree, XorShift};
 use purser_core::*;
 
 fn reserve_settle(c: &mut Criterion) {
@@ -23,13 +23,7 @@ fn reserve_settle(c: &mut Criterion) {
                 now += 1;
             }
             let user = users[rng.below(users.len() as u64) as usize];
-            let reserve = Op::Reserve(Reserve {
-                node: NodeRef::Id(user),
-                currency: "usd".into(),
-                amount: Amount::Exact(1_000),
-                ttl_ms: 60_000,
-                attrs: Attributes::default(),
-            });
+            let reserve = reserve_usd(user, 1_000);
             let outcome = state
                 .apply(now, Command::new(format!("r{seq}"), now, reserve))
                 .expect("reserve")

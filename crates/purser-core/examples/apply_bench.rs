@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use purser_core::fixtures::{standard_tree, XorShift};
+use purser_core::fixtures::{reserve_usd, standard_tree, XorShift};
 use purser_core::*;
 
 const START_MS: u64 = 1_780_000_000_000; // 2026-05-28
@@ -72,13 +72,7 @@ fn workload(pairs: u64, pairs_per_ms: u64) {
         }
         let user = users[rng.below(users.len() as u64) as usize];
         seq += 1;
-        let reserve = Op::Reserve(Reserve {
-            node: NodeRef::Id(user),
-            currency: "usd".into(),
-            amount: Amount::Exact(1_000),
-            ttl_ms: 60_000,
-            attrs: Attributes::default(),
-        });
+        let reserve = reserve_usd(user, 1_000);
         let applied = state.apply(now, Command::new(format!("r{seq}"), now, reserve));
         match applied.as_ref().map(|a| &a.outcome) {
             Ok(Outcome::Reserved(r)) => outstanding.push_back(r.reservation_id),
@@ -175,13 +169,7 @@ fn reserve_release(
     for i in 0..pairs {
         now += 1;
         let user = users[rng.below(users.len() as u64) as usize];
-        let reserve = Op::Reserve(Reserve {
-            node: NodeRef::Id(user),
-            currency: "usd".into(),
-            amount: Amount::Exact(1_000),
-            ttl_ms: 60_000,
-            attrs: Attributes::default(),
-        });
+        let reserve = reserve_usd(user, 1_000);
         let applied = timed(
             state,
             now,

@@ -11,6 +11,18 @@ pub const DIVISIONS: u64 = 10;
 pub const TEAMS_PER_DIVISION: u64 = 10;
 pub const USERS_PER_TEAM: u64 = 100;
 
+/// What the standard workload reserves: `micro_usd` at node `user`, held for a minute.
+pub fn reserve_usd(user: u64, micro_usd: i64) -> crate::command::Op {
+    use crate::command::{Amount, Attributes, NodeRef, Op, Reserve};
+    Op::Reserve(Reserve {
+        node: NodeRef::Id(user),
+        currency: "usd".into(),
+        amount: Amount::Exact(micro_usd),
+        ttl_ms: 60_000,
+        attrs: Attributes::default(),
+    })
+}
+
 /// The standard tree; returns the state and the ids of the users.
 pub fn standard_tree(at_ms: u64, config: crate::state::Config) -> (State, Vec<u64>) {
     let mut setup = Setup {

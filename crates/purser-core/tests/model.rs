@@ -131,8 +131,8 @@ proptest! {
 /// a state with that state's digest.
 #[test]
 fn a_frozen_state_encodes_what_it_held_while_writes_go_on() {
-    use purser_core::fixtures::{standard_tree, XorShift};
-    use purser_core::{Actual, Amount, Attributes, Command, Config, NodeRef, Op, Outcome, Reserve};
+    use purser_core::fixtures::{reserve_usd, standard_tree, XorShift};
+    use purser_core::{Actual, Command, Config, Op, Outcome};
     let mut now = 1_780_000_000_000;
     let (mut state, users) = standard_tree(now, Config::default());
     let mut rng = XorShift(7);
@@ -141,13 +141,7 @@ fn a_frozen_state_encodes_what_it_held_while_writes_go_on() {
     let mut step = |state: &mut State, now: u64, open: &mut Vec<u64>, rng: &mut XorShift| {
         seq += 1;
         let user = users[rng.below(users.len() as u64) as usize];
-        let reserve = Op::Reserve(Reserve {
-            node: NodeRef::Id(user),
-            currency: "usd".into(),
-            amount: Amount::Exact(10),
-            ttl_ms: 60_000,
-            attrs: Attributes::default(),
-        });
+        let reserve = reserve_usd(user, 10);
         if let Ok(Outcome::Reserved(r)) = state
             .apply(now, Command::new(format!("r{seq}"), now, reserve))
             .map(|a| a.outcome)

@@ -301,19 +301,20 @@ impl State {
             )));
         }
         validate_attrs(&reserve.attrs)?;
-        if self.holds.len() >= limits::HOLDS_OPEN_MAX {
+        let (total, share) = self
+            .holds_caps
+            .unwrap_or((limits::HOLDS_OPEN_MAX as u64, limits::HOLDS_PER_ROOT_MAX));
+        let held = self.holds.len() as u64;
+        if held >= total {
             return Err(Error::exhausted(format!(
-                "{} holds are open, the most the cluster keeps",
-                limits::HOLDS_OPEN_MAX
+                "{total} holds are open, the most the cluster keeps"
             )));
         }
         let root = self.node(leaf).root;
-        let share = self
-            .holds_per_root_cap
-            .unwrap_or(limits::HOLDS_PER_ROOT_MAX);
-        if self.holds_per_root.get(&root).copied().unwrap_or(0) >= share {
+        let own = self.holds_per_root.get(&root).copied().unwrap_or(0);
+        if !limits::within_share(own, share, held, total) {
             return Err(Error::exhausted(format!(
-                "root {root} has {share} holds open, its share of the cluster's: settle or release some"
+                "root {root} has {own} holds open, past its share of {share} while the cluster's room is low: settle or release some"
             )));
         }
         Ok((leaf, currency, (min, max)))

@@ -192,8 +192,9 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let index = self.shard(key);
         let shard = &mut self.shards[index];
-        if !shard.contains_key(key) {
-            // Not found: no reason to copy a shared shard.
+        // A shared shard is looked into first, not to copy it for a missing key; one no
+        // frozen copy shares is written in place with one lookup.
+        if Arc::get_mut(shard).is_none() && !shard.contains_key(key) {
             return None;
         }
         Arc::make_mut(shard).get_mut(key)
@@ -212,7 +213,7 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let index = self.shard(key);
         let shard = &mut self.shards[index];
-        if !shard.contains_key(key) {
+        if Arc::get_mut(shard).is_none() && !shard.contains_key(key) {
             return None;
         }
         let old = Arc::make_mut(shard).remove(key);

@@ -8,9 +8,10 @@
 //! - **A retention raise** (a rare operator command) extends every live id in one pass; the
 //!   keys stay in their buckets, and expiry moves a key it finds extended to the bucket of its
 //!   new forget time instead of dropping it.
-//! - **Each root has a share.** A root may hold at most [`limits::REMEMBERED_PER_ROOT_MAX`]
-//!   ids, the cluster [`limits::REMEMBERED_REQUESTS_MAX`], so one tenant's burst cannot refuse
-//!   everyone else's requests.
+//! - **Each root has a share.** A root may always hold [`limits::REMEMBERED_PER_ROOT_MAX`]
+//!   ids while the cluster holds fewer than [`limits::REMEMBERED_REQUESTS_MAX`], and more only
+//!   while a quarter of the table is free ([`limits::within_share`]), so one tenant's burst
+//!   cannot refuse everyone else's requests, and a lone tenant is not refused at a quarter.
 //!
 //! Memory: about 100 bytes per id (the map entry, its share of the hash table's spare room,
 //! and its place in the queue), measured by `examples/apply_bench.rs`; see
@@ -98,11 +99,11 @@ impl Dedup {
     /// the refusal names the limit that is full.
     pub fn make_room(&mut self, now_ms: u64, root: u64) -> Result<(), String> {
         let (total_max, root_max) = self.caps();
-        let full = |d: &Dedup| {
-            d.map.len() >= total_max
-                || d.per_root.get(&root).copied().unwrap_or(0) >= root_max as u64
+        let fits = |d: &Dedup| {
+            let own = d.per_root.get(&root).copied().unwrap_or(0);
+            limits::within_share(own, root_max as u64, d.map.len() as u64, total_max as u64)
         };
-        if full(self) {
+        if !fits(self) {
             self.expire(now_ms, EXPIRE_TO_ADMIT);
         }
         if self.map.len() >= total_max {
@@ -110,9 +111,10 @@ impl Dedup {
                 "{total_max} request ids are remembered, the most the cluster keeps: lower the request rate or the retention"
             ));
         }
-        if full(self) {
+        if !fits(self) {
+            let own = self.per_root.get(&root).copied().unwrap_or(0);
             return Err(format!(
-                "root {root} has {root_max} request ids remembered, its share of the cluster's: lower its request rate or the retention"
+                "root {root} has {own} request ids remembered, past its share of {root_max} while the cluster's room is low: lower its request rate or the retention"
             ));
         }
         Ok(())

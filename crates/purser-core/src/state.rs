@@ -36,15 +36,15 @@ pub mod limits {
     pub const CURRENCY_SCALE_MAX: u8 = 18;
     pub const PRICES_PER_ROOT_MAX: usize = 4096;
     pub const HOLDS_OPEN_MAX: usize = 10_000_000;
-    /// Open holds one root may have of those: a quarter, so that one tenant's holds leave the
-    /// others room.
+    /// Open holds one root is always let have (while the cluster has room): a quarter. Beyond
+    /// it, see [`within_share`].
     pub const HOLDS_PER_ROOT_MAX: u64 = HOLDS_OPEN_MAX as u64 / 4;
     /// Request ids remembered at once (about 100 bytes each, `dedup.rs`): 32M holds the
     /// 42k writes/s a 3-member cluster sustains for the default retention (10 min + 1 min of
     /// clock skew). Beyond it new requests are refused until old ids age out.
     pub const REMEMBERED_REQUESTS_MAX: usize = 32_000_000;
-    /// Request ids one root may hold of those: a quarter, so that one tenant's burst leaves
-    /// the others room.
+    /// Request ids one root is always let hold (while the cluster has room): a quarter.
+    /// Beyond it, see [`within_share`].
     pub const REMEMBERED_PER_ROOT_MAX: usize = REMEMBERED_REQUESTS_MAX / 4;
     pub const ATTRIBUTE_TAGS_MAX: usize = 16;
     pub const TEXT_BYTES_MAX: usize = 128;
@@ -65,6 +65,16 @@ pub mod limits {
     pub const WEBHOOK_URL_BYTES_MAX: usize = 2048;
     pub const WEBHOOK_SECRET_BYTES_MIN: usize = 16;
     pub const WEBHOOK_SECRET_BYTES_MAX: usize = 256;
+
+    /// Whether a root that has `own` entries of a cluster-wide table (request ids, open holds)
+    /// holding `held` of at most `total` may add one. Under its `share` a root may fill the
+    /// table. Past it, a root may use free room only while more than a quarter of the table is
+    /// free: that last quarter is kept for roots under their shares. So the only tenant of a
+    /// cluster may use three quarters of the table, and one tenant's burst still leaves every
+    /// other tenant room.
+    pub fn within_share(own: u64, share: u64, held: u64, total: u64) -> bool {
+        held < total && (own < share || held < total - total / 4)
+    }
 }
 
 /// Cluster-wide settings, changed by [`Op::SetConfig`].
@@ -349,8 +359,8 @@ pub struct State {
     pub(crate) hold_due: BTreeSet<(u64, u64)>,
     /// Open holds per root, for each root's share of them.
     pub(crate) holds_per_root: FxHashMap<u64, u64>,
-    /// Tests only: a smaller share of holds per root than [`limits::HOLDS_PER_ROOT_MAX`].
-    pub(crate) holds_per_root_cap: Option<u64>,
+    /// Tests only: smaller caps of open holds than [`limits`], `(cluster, per root)`.
+    pub(crate) holds_caps: Option<(u64, u64)>,
     pub(crate) grant_due: BTreeSet<(u64, u64)>,
     pub(crate) kind_index: FxHashMap<String, u16>,
     /// Token secret hash → token id.
@@ -581,11 +591,11 @@ impl State {
         self.dedup.set_caps(total, per_root);
     }
 
-    /// Tests only, like [`State::cap_remembered_requests_for_tests`]: at most `per_root` open
-    /// holds per root.
+    /// Tests only, like [`State::cap_remembered_requests_for_tests`]: at most `total` open
+    /// holds, and `per_root` for one root.
     #[doc(hidden)]
-    pub fn cap_holds_per_root_for_tests(&mut self, per_root: u64) {
-        self.holds_per_root_cap = Some(per_root);
+    pub fn cap_holds_for_tests(&mut self, total: u64, per_root: u64) {
+        self.holds_caps = Some((total, per_root));
     }
 
     pub(crate) fn check_request(

@@ -730,49 +730,50 @@ fn the_request_id_table_stays_bounded_and_expires_a_few_ids_per_apply() {
     w.tick();
     assert_eq!(w.s.remembered_requests(), 0);
 
-    // A burst of one root stops at its share; another root is not refused.
-    let mut refused = None;
-    for i in 0..2_100u64 {
-        let op = World::charge_op(acme, "usd", 1);
-        match w
-            .s
-            .apply(w.now, Command::new(format!("burst{i}"), w.now, op))
-        {
-            Ok(_) => {}
-            Err(e) => {
-                refused = Some((i, e));
-                break;
+    // A burst of one root takes free room past its share until a quarter of the table is
+    // left; that quarter is another root's, until the table is full.
+    let burst = |w: &mut World, root: u64, prefix: &str, n: u64| {
+        for i in 0..n {
+            let op = World::charge_op(root, "usd", 1);
+            let id = format!("{prefix}{i}");
+            if let Err(e) = w.s.apply(w.now, Command::new(id, w.now, op)) {
+                return Some((i, e));
             }
         }
-    }
-    let (at, e) = refused.expect("the burst is refused at its root's share");
-    assert_eq!(at, 2_000);
+        None
+    };
+    let (at, e) = burst(&mut w, acme, "burst", 4_000).expect("the burst is refused");
+    assert_eq!(at, 3_000, "a lone root uses three quarters of the table");
     assert_eq!(e.kind, ErrorKind::ResourceExhausted);
-    assert!(e.message.contains("its share"), "{e}");
-    let other = World::charge_op(beta, "usd", 1);
-    w.s.apply(w.now, Command::new("beta-1", w.now, other))
-        .expect("another root still has room");
+    assert!(e.message.contains("past its share"), "{e}");
+    let (at, e) = burst(&mut w, beta, "beta", 2_000).expect("the table fills");
+    assert_eq!(at, 1_000, "another root has the last quarter");
+    assert!(e.message.contains("the most the cluster keeps"), "{e}");
 }
 
-/// One root's open holds stop at its share; another root can still reserve, and a hold given
-/// back makes room again.
+/// One root's open holds take free room past its share until a quarter of the cluster's is
+/// left; another root has that quarter, and holds given back make room again.
 #[test]
-fn open_holds_stop_at_the_share_of_their_root() {
+fn open_holds_past_the_share_of_their_root_leave_a_quarter_to_others() {
     let mut w = World::new(T);
     let acme = w.root("acme", &[currency("usd", 0, false)]);
     let beta = w.root("beta", &[currency("usd", 0, false)]);
-    w.s.cap_holds_per_root_for_tests(3);
+    w.s.cap_holds_for_tests(8, 2);
     let reserve = |node| World::reserve_op(node, "usd", Amount::Exact(1), Attributes::default());
-    let held: Vec<u64> = (0..3)
+    let held: Vec<u64> = (0..6)
         .map(|_| expect_reserved(w.ok(reserve(acme)).outcome).reservation_id)
         .collect();
     let e = w.err(reserve(acme));
     assert_eq!(e.kind, ErrorKind::ResourceExhausted);
-    assert!(e.message.contains("its share"), "{e}");
+    assert!(e.message.contains("past its share"), "{e}");
     expect_reserved(w.ok(reserve(beta)).outcome);
-    w.ok(Op::Release {
-        reservation_id: held[0],
-    });
+    expect_reserved(w.ok(reserve(beta)).outcome);
+    let e = w.err(reserve(beta));
+    assert_eq!(e.kind, ErrorKind::ResourceExhausted);
+    assert!(e.message.contains("the most the cluster keeps"), "{e}");
+    for &reservation_id in &held[..3] {
+        w.ok(Op::Release { reservation_id });
+    }
     expect_reserved(w.ok(reserve(acme)).outcome);
     assert!(w.s.check_invariants().is_ok());
 }

@@ -230,6 +230,9 @@ async fn run_command(args: RunArgs) -> backend::Result<ExitCode> {
     if let Some(path) = &args.json {
         append_json(path, &serde_json::to_value(&row)?)?;
     }
+    if let Some(line) = soak::extremes(&result.rows) {
+        println!("{line}");
+    }
     if let Some(path) = &args.plot {
         let title = format!(
             "{} clients={}: ops/s and p99 over time",

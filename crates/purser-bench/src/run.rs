@@ -247,7 +247,7 @@ async fn client<S: Session>(
             Err(e) => {
                 stats.errors += u64::from(measuring);
                 if measuring {
-                    crate::soak::lock(&shared.interval).errors += 1;
+                    crate::soak::lock(&shared.interval).error(&e);
                 }
                 stats.first_error.get_or_insert_with(|| e.to_string());
                 continue;
@@ -273,7 +273,7 @@ async fn client<S: Session>(
                 shared.unknown[user].fetch_add(actual.unwrap_or(0), Ordering::Relaxed);
                 stats.errors += u64::from(measuring);
                 if measuring {
-                    crate::soak::lock(&shared.interval).errors += 1;
+                    crate::soak::lock(&shared.interval).error(&e);
                 }
                 stats.first_error.get_or_insert_with(|| e.to_string());
             }

@@ -15,6 +15,8 @@ use crate::backend::Backend;
 pub struct Interval {
     pub ops: u64,
     pub errors: u64,
+    /// The interval's first error: a run's first error alone hides when its cause changed.
+    pub first_error: Option<String>,
     pub reserve_us: Histogram<u64>,
 }
 
@@ -23,8 +25,14 @@ impl Interval {
         Interval {
             ops: 0,
             errors: 0,
+            first_error: None,
             reserve_us: crate::run::histogram(),
         }
+    }
+
+    pub fn error(&mut self, e: &dyn std::fmt::Display) {
+        self.errors += 1;
+        self.first_error.get_or_insert_with(|| e.to_string());
     }
 }
 
@@ -47,6 +55,7 @@ pub struct Row {
     p99_ms: f64,
     max_ms: f64,
     errors: u64,
+    first_error: Option<String>,
     longest_apply_ms: Option<f64>,
     members: Vec<Member>,
 }
@@ -73,8 +82,49 @@ impl Row {
                     .map_or("-".into(), |b| format!("{:.1}MiB", mib(b)))
             );
         }
+        if let Some(e) = &self.first_error {
+            let _ = write!(line, " | first error: {e}");
+        }
         line
     }
+}
+
+/// The extremes over all rows: each row's figures cover its interval only (the members'
+/// `Stats` are reset at every row), so the run's summary line cannot tell them.
+pub fn extremes(rows: &[Row]) -> Option<String> {
+    let last = rows.last()?;
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let mut line = format!(
+        "over {} rows: lowest ops/s={:.0} highest p99={:.2}ms max={:.2}ms",
+        rows.len(),
+        rows.iter()
+            .map(|r| r.ops_per_s)
+            .fold(f64::INFINITY, f64::min),
+        rows.iter().map(|r| r.p99_ms).fold(0.0, f64::max),
+        rows.iter().map(|r| r.max_ms).fold(0.0, f64::max),
+    );
+    if let Some(ms) = rows
+        .iter()
+        .filter_map(|r| r.longest_apply_ms)
+        .reduce(f64::max)
+    {
+        let _ = write!(line, " longest_apply={ms:.2}ms");
+    }
+    for m in &last.members {
+        let of = |r: &Row| r.members.iter().find(|x| x.id == m.id).cloned();
+        let peak = |f: &dyn Fn(&Member) -> Option<u64>| {
+            rows.iter().filter_map(|r| of(r).and_then(|m| f(&m))).max()
+        };
+        let _ = write!(
+            line,
+            " | n{} peak rss={} data={:.0}MiB snapshot={}",
+            m.id,
+            peak(&|m| m.rss_bytes).map_or("-".into(), |b| format!("{:.0}MiB", mib(b))),
+            mib(peak(&|m| Some(m.data_bytes)).unwrap_or(0)),
+            peak(&|m| m.snapshot_bytes).map_or("-".into(), |b| format!("{:.1}MiB", mib(b)))
+        );
+    }
+    Some(line)
 }
 
 /// Prints a row every `every` until `duration` has passed since `began`; returns the rows.
@@ -106,6 +156,7 @@ pub async fn report<B: Backend>(
             p99_ms: ms(0.99),
             max_ms: taken.reserve_us.max() as f64 / 1e3,
             errors: taken.errors,
+            first_error: taken.first_error,
             longest_apply_ms: server
                 .as_ref()
                 .and_then(|s| crate::report::server_max(s, "apply_entry_us"))

@@ -25,13 +25,15 @@ pub struct Metrics {
     pub read_barrier_us: Histogram,
     /// Reservations denied by the leader without a log entry.
     pub fast_denials: AtomicU64,
+    /// The process's CPU time (user + system) at the last reset, in microseconds.
+    cpu_us_at_reset: AtomicU64,
     /// What the member's storage records.
     pub store: Arc<StoreMetrics>,
 }
 
 impl Metrics {
     /// Every histogram with its name, in the order `Stats` has always listed them.
-    pub fn histograms(&self) -> [(&'static str, &Histogram); 11] {
+    pub fn histograms(&self) -> [(&'static str, &Histogram); 12] {
         let store = &self.store;
         [
             ("write_queued_us", &self.write_queued_us),
@@ -45,11 +47,18 @@ impl Metrics {
             ("read_barrier_us", &self.read_barrier_us),
             ("snapshot_lock_us", &store.snapshot_lock_us),
             ("snapshot_encode_us", &store.snapshot_encode_us),
+            ("events_write_us", &store.events_write_us),
         ]
     }
 
-    pub fn counters(&self) -> [(&'static str, u64); 1] {
-        [("fast_denials", self.fast_denials.load(Ordering::Relaxed))]
+    /// `cpu_us`: the CPU time this member's process spent since the last reset, so that a
+    /// benchmark can tell the CPU an operation costs on each member.
+    pub fn counters(&self) -> [(&'static str, u64); 2] {
+        let cpu_us = process_cpu_us().saturating_sub(self.cpu_us_at_reset.load(Ordering::Relaxed));
+        [
+            ("fast_denials", self.fast_denials.load(Ordering::Relaxed)),
+            ("cpu_us", cpu_us),
+        ]
     }
 
     pub fn reset(&self) {
@@ -57,5 +66,28 @@ impl Metrics {
             h.reset();
         }
         self.fast_denials.store(0, Ordering::Relaxed);
+        self.cpu_us_at_reset
+            .store(process_cpu_us(), Ordering::Relaxed);
     }
+}
+
+/// User + system CPU time of this process, from `/proc/self/stat` (fields 14 and 15, in
+/// clock ticks of `USER_HZ`, which Linux fixes at 100 for user space: 10 ms resolution, enough
+/// for runs of seconds); 0 where there is no `/proc`.
+fn process_cpu_us() -> u64 {
+    const USER_HZ: u64 = 100;
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks * 1_000_000 / USER_HZ
 }

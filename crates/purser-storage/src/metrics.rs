@@ -121,8 +121,11 @@ pub struct StoreMetrics {
     pub log_fsync_us: Histogram,
     /// Appends made durable by one fsync.
     pub appends_per_fsync: Histogram,
-    /// Applying one log entry to the state machine.
+    /// Applying one log entry to the state machine (its events are written after, off the
+    /// state lock).
     pub apply_entry_us: Histogram,
+    /// One write of the events of the entries applied meanwhile.
+    pub events_write_us: Histogram,
     /// Freezing the state for a snapshot while holding the state lock: apply waits this long.
     pub snapshot_lock_us: Histogram,
     /// Encoding and checking a frozen state, off the lock: how long a snapshot takes to build.

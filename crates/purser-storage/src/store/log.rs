@@ -4,7 +4,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use openraft::entry::RaftEntry;
@@ -12,6 +12,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
+use super::recent::Recent;
 use super::{cf, decode, encode, rocks, CF_LOG, CF_META};
 use crate::metrics::StoreMetrics;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
@@ -24,6 +25,8 @@ const LAST_PURGED: &[u8] = b"last_purged";
 pub struct LogStore {
     db: Arc<DB>,
     flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+    /// The newest entries, shared by every clone (the readers of replication and apply).
+    recent: Arc<Mutex<Recent>>,
 }
 
 impl LogStore {
@@ -36,7 +39,16 @@ impl LogStore {
         std::thread::Builder::new()
             .name("purser-log-flush".into())
             .spawn(move || flush_loop(&flush_db, &pending, &metrics))?;
-        Ok(LogStore { db, flusher })
+        Ok(LogStore {
+            db,
+            flusher,
+            recent: Arc::default(),
+        })
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        // Only the cache: a panic that poisoned it left it a suffix of the log or empty.
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -104,6 +116,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => *x + 1,
             Bound::Unbounded => 0,
         };
+        if let Some(entries) = self.recent().get(start, &range) {
+            return Ok(entries);
+        }
         let mut entries = Vec::new();
         let from = key(start);
         for item in self.db.iterator_cf(
@@ -183,11 +198,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = WriteBatch::default();
+        let mut appended = Vec::new();
         for entry in entries {
-            batch.put_cf(self.cf(CF_LOG), key(entry.index()), encode(&entry)?);
+            let bytes = encode(&entry)?;
+            batch.put_cf(self.cf(CF_LOG), key(entry.index()), &bytes);
+            appended.push((entry, bytes.len()));
         }
         // Readable as soon as `write` returns; durable when the flusher's fsync completes.
+        // Kept in memory once written, so that no reader sees an entry RocksDB does not hold.
         self.db.write(batch).map_err(rocks)?;
+        let mut recent = self.recent();
+        for (entry, len) in appended {
+            recent.push(entry, len);
+        }
+        drop(recent);
         self.flusher
             .send(callback)
             .map_err(|_| io::Error::other("the log flusher has stopped"))
@@ -199,6 +223,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         write.set_sync(true);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_LOG), key(from), key(u64::MAX));
+        // Forgotten first: a reader never gets an entry the log no longer holds.
+        self.recent()
+            .truncate_after(last_log_id.map(|id| id.index()));
         self.db.write_opt(batch, &write).map_err(rocks)
     }
 
@@ -206,6 +233,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first: entries at or below it are ignored even if a crash
         // leaves some of them behind.
         self.put_meta(LAST_PURGED, &log_id, true)?;
+        self.recent().purge_through(log_id.index());
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_LOG), key(0), key(log_id.index() + 1));
         self.db.write(batch).map_err(rocks)

@@ -10,7 +10,9 @@
 //! `paranoid_checks` makes a damaged file refuse to open instead of being served, and WAL
 //! recovery tolerates only a torn last record (never acknowledged), not damage before it.
 
+mod events;
 mod log;
+mod recent;
 pub mod rollup;
 mod sm;
 

@@ -13,10 +13,11 @@ use futures_util::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use purser_core::{Event, State};
-use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use rocksdb::{Direction, IteratorMode, DB};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::events::{EventWriter, Job, Reply};
 use super::rollup::{self, RollupKey, Totals};
 use super::{cf, decode, encode, rocks, CF_EVENTS, CF_SM};
 use crate::metrics::StoreMetrics;
@@ -113,6 +114,9 @@ pub(crate) struct Applied {
 /// Cloned into snapshot builders and read paths; every clone sees the same state.
 #[derive(Clone)]
 pub struct StateMachineStore {
+    /// Writes what apply emits, off the state lock, and then answers the entry's client.
+    /// Declared before `db`, so dropped first: its last writes still find the database.
+    events: Arc<EventWriter>,
     inner: Arc<Mutex<Applied>>,
     db: Arc<DB>,
     metrics: Arc<StoreMetrics>,
@@ -150,11 +154,14 @@ impl StateMachineStore {
             }
         };
         let (events_written, _) = watch::channel(applied.next_event - 1);
+        let events_written = Arc::new(events_written);
+        let events = EventWriter::start(&db, Arc::clone(&events_written), Arc::clone(&metrics))?;
         Ok(StateMachineStore {
+            events: Arc::new(events),
             inner: Arc::new(Mutex::new(applied)),
             db,
             metrics,
-            events_written: Arc::new(events_written),
+            events_written,
             folding: Arc::new(Mutex::new(())),
             events_kept: Arc::new(AtomicU64::new(EVENTS_KEPT)),
             snapshot_path: Arc::new(snapshot_path),
@@ -216,6 +223,13 @@ impl StateMachineStore {
             });
         }
         Ok(records)
+    }
+
+    /// Tests only: while the guard lives, the event writer writes nothing, so that a test can
+    /// catch a reader that does not wait for it.
+    #[doc(hidden)]
+    pub fn hold_event_writes_for_tests(&self) -> MutexGuard<'_, ()> {
+        self.events.hold()
     }
 
     /// Keeps the newest `count` events (at least `EVENTS_KEPT_MIN`) from the next pruning on.
@@ -326,6 +340,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         self.metrics
             .snapshot_encode_us
             .record_duration(encoding.elapsed());
+        // The rollups folded below must hold every event before `next_event`, and the event
+        // writer may still hold the newest (by now, almost surely written).
+        self.events.written_through(next_event).await?;
         let stored = StoredSnapshot {
             meta,
             state,
@@ -365,12 +382,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
+            self.events.failed()?;
             let started = Instant::now();
-            let mut events = WriteBatch::default();
+            let mut records: Vec<EventRecord> = Vec::new();
             let response = {
                 let mut applied = self.applied();
                 applied.last_applied = Some(entry.log_id);
-                let response = match entry.payload {
+                match entry.payload {
                     EntryPayload::Blank => BatchResponse {
                         results: Vec::new(),
                     },
@@ -380,20 +398,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             let actor = command.actor;
                             let result = applied.state.apply(at_ms, command);
                             if let Ok(done) = &result {
-                                let records: Vec<EventRecord> = done
-                                    .events
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(i, event)| EventRecord {
-                                        index: applied.next_event + i as u64,
+                                let first = applied.next_event;
+                                records.extend(done.events.iter().enumerate().map(|(i, event)| {
+                                    EventRecord {
+                                        index: first + i as u64,
                                         log_index: entry.log_id.index,
                                         at_ms,
                                         actor,
                                         event: event.clone(),
-                                    })
-                                    .collect();
-                                rollup::put_events(&self.db, &mut events, &records)?;
-                                applied.next_event += records.len() as u64;
+                                    }
+                                }));
+                                applied.next_event += done.events.len() as u64;
                             }
                             // The core counts the events it emitted (webhook cursors start
                             // there): it must number them exactly as this store does.
@@ -412,23 +427,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             results: Vec::new(),
                         }
                     }
-                };
-                if !events.is_empty() {
-                    // Written before the lock is released, so that a snapshot taken at this
-                    // point finds every event before its `next_event` in storage. Not synced:
-                    // the log is the durable source; a crash that loses these writes
-                    // re-applies the same entries and writes the same events at the same
-                    // indices, and the next log fsync (same WAL) makes them durable.
-                    self.db.write(events).map_err(rocks)?;
-                    self.events_written.send_replace(applied.next_event - 1);
                 }
-                response
             };
             self.metrics
                 .apply_entry_us
                 .record_duration(started.elapsed());
-            if let Some(responder) = responder {
-                responder.send(response);
+            // The events are written, and the client answered, by the event writer: off the
+            // lock, in order (events.rs says why a snapshot still finds them all).
+            let reply = responder.map(|r| Box::new(move || r.send(response)) as Reply);
+            if !records.is_empty() || reply.is_some() {
+                self.events.push(Job { records, reply })?;
             }
         }
         Ok(())
@@ -446,6 +454,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let stored = StoredSnapshot::decode_checked(snapshot.get_ref())?;
         let state = State::restore(&stored.state)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        // Events of entries applied before are written first, so that the writer never moves
+        // the written index back past what the snapshot sets.
+        let pending = self.applied().next_event;
+        self.events.written_through(pending).await?;
         {
             let _one = self.fold_lock();
             rollup::import(&self.db, &stored.rollups, stored.rollup_cursor)?;

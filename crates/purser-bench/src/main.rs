@@ -201,13 +201,12 @@ async fn run_command(args: RunArgs) -> backend::Result<ExitCode> {
         Mode::Standard => "standard",
         Mode::Exhaust => "exhaust",
     };
-    let mut row = Row::new(
+    let row = Row::new(
         args.label.as_deref().unwrap_or(label),
         options.clients,
         mode,
         &result,
     );
-    row.server = result.server.clone();
     println!("{}", row.summary());
     if options.exhaust {
         println!(

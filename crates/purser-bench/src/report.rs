@@ -32,6 +32,18 @@ pub struct Row {
     /// Where time went on the Purser leader during the run, when the system is Purser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<serde_json::Value>,
+    /// What one operation cost the Purser leader (from `server`): CPU time and log fsyncs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<Cost>,
+    /// CPU time of every member together per operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_cpu_us_per_op: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cost {
+    pub cpu_us_per_op: f64,
+    pub fsyncs_per_op: f64,
 }
 
 fn ms(histogram: &hdrhistogram::Histogram<u64>, quantile: f64) -> f64 {
@@ -44,6 +56,7 @@ fn ms(histogram: &hdrhistogram::Histogram<u64>, quantile: f64) -> f64 {
 impl Row {
     pub fn new(system: &str, clients: usize, mode: &str, result: &RunResult) -> Row {
         let secs = result.elapsed.as_secs_f64().max(1e-9);
+        let server = result.server.as_ref().filter(|_| result.rows.is_empty());
         Row {
             system: system.into(),
             clients,
@@ -61,7 +74,14 @@ impl Row {
             duration_s: secs,
             mode: mode.into(),
             first_denial_s: result.first_denial_s,
-            server: None,
+            // A soak resets the members' figures at every row: its totals would not match.
+            leader: server.and_then(|s| leader_cost(s, result.ops)),
+            cluster_cpu_us_per_op: server.and_then(|s| {
+                let members = s.as_object()?.values();
+                let cpu: u64 = members.filter_map(|m| m.get("cpu_us")?.as_u64()).sum();
+                (result.ops > 0).then(|| cpu as f64 / result.ops as f64)
+            }),
+            server: result.server.clone(),
         }
     }
 
@@ -91,6 +111,16 @@ impl Row {
         if let Some(us) = self.server_max("snapshot_lock_us") {
             let _ = write!(line, " longest_snapshot_freeze={:.2}ms", us as f64 / 1e3);
         }
+        if let Some(cost) = &self.leader {
+            let _ = write!(
+                line,
+                " leader_cpu_us_per_op={:.1} fsyncs_per_op={:.3}",
+                cost.cpu_us_per_op, cost.fsyncs_per_op
+            );
+        }
+        if let Some(us) = self.cluster_cpu_us_per_op {
+            let _ = write!(line, " cluster_cpu_us_per_op={us:.1}");
+        }
         line
     }
 
@@ -109,6 +139,20 @@ pub fn server_max(server: &serde_json::Value, name: &str) -> Option<u64> {
         .max()
 }
 
+/// The leader's CPU time and log fsyncs over `ops` operations, from the members' `Stats`
+/// (keys `member-<id>-<role>`; counters reset when the measured run began).
+fn leader_cost(server: &serde_json::Value, ops: u64) -> Option<Cost> {
+    let (_, leader) = server
+        .as_object()?
+        .iter()
+        .find(|(name, _)| name.ends_with("-leader"))?;
+    let ops = (ops > 0).then_some(ops as f64)?;
+    Some(Cost {
+        cpu_us_per_op: leader.get("cpu_us")?.as_u64()? as f64 / ops,
+        fsyncs_per_op: leader.get("log_fsync_us")?.get("count")?.as_u64()? as f64 / ops,
+    })
+}
+
 /// The labels of the pair of runs that measure what TLS and tokens cost: one member each,
 /// the same workload, plaintext without authentication and TLS with tokens.
 pub const SECURITY_OFF: &str = "purser-1-open";
@@ -123,8 +167,8 @@ pub fn table(rows: &[Row]) -> String {
         by_clients.entry(row.clients).or_default().push(row);
     }
     let mut out = String::from(
-        "| clients | system | ops/s | p50 ms | p99 ms | p999 ms | denials | errors | no overspend | Purser/peer ops | peer/Purser p99 |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|:-:|---:|---:|\n",
+        "| clients | system | ops/s | p50 ms | p99 ms | p999 ms | denials | errors | no overspend | Purser/peer ops | peer/Purser p99 | leader CPU µs/op | fsyncs/op |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|\n",
     );
     for (clients, rows) in by_clients {
         let purser = rows.iter().find(|r| r.system == "purser").copied();
@@ -136,9 +180,15 @@ pub fn table(rows: &[Row]) -> String {
                 ),
                 _ => ("".into(), "".into()),
             };
+            let (cpu, fsyncs) = row.leader.as_ref().map_or(("".into(), "".into()), |c| {
+                (
+                    format!("{:.0}", c.cpu_us_per_op),
+                    format!("{:.3}", c.fsyncs_per_op),
+                )
+            });
             let _ = writeln!(
                 out,
-                "| {clients} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {ops_ratio} | {p99_ratio} |",
+                "| {clients} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {ops_ratio} | {p99_ratio} | {cpu} | {fsyncs} |",
                 row.system,
                 row.ops_per_s,
                 row.p50_ms,
@@ -218,13 +268,20 @@ mod tests {
             mode: "standard".into(),
             first_denial_s: None,
             server: None,
+            leader: None,
+            cluster_cpu_us_per_op: None,
         }
     }
 
     #[test]
     fn the_table_gives_ratios_against_purser_at_the_same_client_count() {
+        let mut purser = row("purser", 64, 20_000.0, 5.0);
+        purser.leader = Some(Cost {
+            cpu_us_per_op: 250.4,
+            fsyncs_per_op: 0.125,
+        });
         let rows = vec![
-            row("purser", 64, 20_000.0, 5.0),
+            purser,
             row("redis-always", 64, 10_000.0, 15.0),
             row("purser", 1, 1_000.0, 1.0),
             row("etcd", 1, 500.0, 2.0),
@@ -232,18 +289,39 @@ mod tests {
         let table = table(&rows);
         assert!(
             table.contains(
-                "| 64 | redis-always | 10000 | 1.00 | 15.00 | 15.00 | 0 | 0 | yes | 2.00 | 3.00 |"
+                "| 64 | redis-always | 10000 | 1.00 | 15.00 | 15.00 | 0 | 0 | yes | 2.00 | 3.00 |  |  |"
             ),
             "{table}"
         );
         assert!(
-            table.contains("| 1 | etcd | 500 | 1.00 | 2.00 | 2.00 | 0 | 0 | yes | 2.00 | 2.00 |"),
+            table.contains(
+                "| 64 | purser | 20000 | 1.00 | 5.00 | 5.00 | 0 | 0 | yes |  |  | 250 | 0.125 |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| 1 | etcd | 500 | 1.00 | 2.00 | 2.00 | 0 | 0 | yes | 2.00 | 2.00 |  |  |"
+            ),
             "{table}"
         );
         let one = table.find("| 1 | purser").expect("row");
         assert!(!table.contains(SECURITY_OFF), "no security rows, no line");
         let many = table.find("| 64 | purser").expect("row");
         assert!(one < many, "client counts ascend");
+    }
+
+    #[test]
+    fn the_leader_cost_is_the_leaders_cpu_and_fsyncs_over_the_operations() {
+        let server = serde_json::json!({
+            "member-1-follower": {"cpu_us": 9_000_000, "log_fsync_us": {"count": 900}},
+            "member-2-leader": {"cpu_us": 4_000_000, "log_fsync_us": {"count": 2_000}},
+        });
+        let cost = leader_cost(&server, 10_000).expect("a leader");
+        assert_eq!((cost.cpu_us_per_op, cost.fsyncs_per_op), (400.0, 0.2));
+        assert!(leader_cost(&server, 0).is_none(), "no operation, no cost");
+        let leaderless = serde_json::json!({"member-1-candidate": {"cpu_us": 1}});
+        assert!(leader_cost(&leaderless, 10).is_none());
     }
 
     #[test]

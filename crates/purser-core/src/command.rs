@@ -76,6 +76,17 @@ impl Command {
     }
 
     /// `[COMMAND_FORMAT_VERSION] ++ bincode(self)`.
+    /// The length of [`Command::encode`]'s bytes, counted without writing them (the batcher
+    /// sizes entries with it).
+    pub fn encoded_len(&self) -> usize {
+        let mut size = bincode::enc::write::SizeWriter::default();
+        bincode::serde::encode_into_writer(self, &mut size, bincode::config::standard())
+            .unwrap_or_else(|e| {
+                unreachable!("invariant `commands encode`: counting bytes cannot fail: {e}")
+            });
+        1 + size.bytes_written
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![COMMAND_FORMAT_VERSION];
         let body =

@@ -96,6 +96,8 @@ proptest! {
             }
             let at = builder.time(now.max(model.now), &step.dt);
             let Some(cmd) = builder.build(&model, at, step) else { continue };
+            // The batcher sizes entries by the count, without encoding.
+            prop_assert_eq!(cmd.encoded_len(), cmd.encode().len());
             let _ = model.apply(at, &cmd);
             now = now.max(model.now);
             let fast = a.fast_denial(at, &cmd);

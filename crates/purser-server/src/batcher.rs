@@ -73,22 +73,18 @@ pub(crate) async fn run(
 
 /// `first` and whatever else is waiting, up to the batch limits.
 fn take_batch(first: Queued, queue: &mut mpsc::Receiver<Queued>) -> Vec<Queued> {
-    let mut bytes = encoded_len(&first.command);
+    let mut bytes = first.command.encoded_len();
     let mut batch = vec![first];
     while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
         match queue.try_recv() {
             Ok(next) => {
-                bytes += encoded_len(&next.command);
+                bytes += next.command.encoded_len();
                 batch.push(next);
             }
             Err(_) => break,
         }
     }
     batch
-}
-
-fn encoded_len(command: &Command) -> usize {
-    command.encode().len()
 }
 
 /// Proposes one entry; its slot is free again once Raft has answered.

@@ -76,7 +76,7 @@ impl NodeConfig {
     /// Entries between this member's snapshots: `snapshot_every_entries`, plus an eighth of
     /// it per member id (mod 5), so that the members of a cluster drift apart and rarely
     /// spend the CPU and disk of a snapshot at the same time.
-    fn snapshot_period(&self) -> u64 {
+    pub(crate) fn snapshot_period(&self) -> u64 {
         let every = self.snapshot_every_entries.max(1);
         every + every / 8 * (self.id.saturating_sub(1) % 5)
     }
@@ -96,7 +96,9 @@ impl NodeConfig {
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_period()),
+            // The member decides (`snapshots.rs`): a large state is not encoded again every
+            // `snapshot_period` entries.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: self.log_kept_after_snapshot,
             install_snapshot_timeout: 10_000,
             // 32 entries of at most BATCH_BYTES_MAX (or one client message of 4 MiB) each.

@@ -9,7 +9,8 @@
 //! 2. `write` (the write path: writes, reads, fast denials, their errors and their gRPC
 //!    status), then `batcher` (group commit, fed by the write path's queue);
 //! 3. `webhook` (one signed POST and its HTTP client), then `delivery` (the leader's
-//!    deliveries), then `tasks` (every background task, started in one place);
+//!    deliveries), `snapshots` (when this member builds one), then `tasks` (every background
+//!    task, started in one place);
 //! 4. `network` and `raft_service` (the peer port: Raft between members);
 //! 5. `node` (a member: storage, Raft, write path and tasks, started and stopped together);
 //! 6. `report` (reports from the rollups), `service` (the client port's gRPC services, one
@@ -39,6 +40,7 @@ pub mod raft_service;
 pub mod report;
 pub mod serve;
 pub mod service;
+mod snapshots;
 mod tasks;
 pub mod tls;
 pub mod webhook;

@@ -49,7 +49,7 @@ impl PurserNode {
     pub async fn start(config: NodeConfig) -> Result<Arc<Self>, StartError> {
         crate::planted::arm();
         let metrics = Arc::new(Metrics::default());
-        let (raft, sm) = open_raft(&config, &metrics).await?;
+        let (raft, sm, appended) = open_raft(&config, &metrics).await?;
         let (peer_addr, peer_shutdown, peer_server) = serve_peers(&config, raft.clone()).await?;
         let (path, queue) = WritePath::new(raft, sm, metrics, config.lease_reads, config.auth);
         let path = Arc::new(path);
@@ -66,6 +66,7 @@ impl PurserNode {
             queue,
             tick_every,
             webhooks.clone(),
+            (appended, config.snapshot_period()),
         ));
         Ok(Arc::new(PurserNode {
             id: config.id,
@@ -128,7 +129,7 @@ fn unpoisoned<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 async fn open_raft(
     config: &NodeConfig,
     metrics: &Arc<Metrics>,
-) -> Result<(Raft, StateMachineStore), StartError> {
+) -> Result<(Raft, StateMachineStore, Arc<std::sync::atomic::AtomicU64>), StartError> {
     let storage = |e: &dyn std::fmt::Display| StartError::Storage(e.to_string());
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| storage(&format!("{}: {e}", config.data_dir.display())))?;
@@ -140,6 +141,7 @@ async fn open_raft(
     })?;
     sm.set_events_kept(config.events_kept);
     let log = LogStore::new(db, metrics.store.clone()).map_err(|e| storage(&e))?;
+    let appended = log.appended_bytes();
     let raft_config = Arc::new(config.raft_config()?);
     let tls = config
         .peer_tls
@@ -150,7 +152,7 @@ async fn open_raft(
     let raft = Raft::new(config.id, raft_config, network, log, sm.clone())
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-    Ok((raft, sm))
+    Ok((raft, sm, appended))
 }
 
 /// Serves the Raft service to peers: the bound address, the switch that stops it, its task.

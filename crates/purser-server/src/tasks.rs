@@ -1,9 +1,11 @@
 //! Every task a member runs in the background, started in one place when it starts: the
-//! group-commit batcher, the compactor, the leader's ticker and the webhook deliverer. All but
+//! group-commit batcher, the compactor, the leader's ticker, the webhook deliverer and the
+//! snapshot trigger. All but
 //! the batcher hold a weak handle of the write path, so that they never keep a stopped member
 //! alive; the batcher ends when the write path, its queue's only sender, is dropped. The node
 //! aborts them all when it stops.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ pub(crate) fn start(
     queue: mpsc::Receiver<Queued>,
     tick_every: Duration,
     webhooks: WebhookClient,
+    snapshots: (Arc<AtomicU64>, u64),
 ) -> Vec<JoinHandle<()>> {
     let batcher = crate::batcher::run(
         path.raft.clone(),
@@ -35,7 +38,8 @@ pub(crate) fn start(
         tokio::spawn(batcher),
         tokio::spawn(compactor(weak.clone())),
         tokio::spawn(ticker(weak.clone(), tick_every)),
-        tokio::spawn(crate::delivery::deliverer(weak, webhooks)),
+        tokio::spawn(crate::delivery::deliverer(weak.clone(), webhooks)),
+        tokio::spawn(crate::snapshots::trigger(weak, snapshots.0, snapshots.1)),
     ]
 }
 

@@ -3,6 +3,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -27,6 +28,8 @@ pub struct LogStore {
     flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
     /// The newest entries, shared by every clone (the readers of replication and apply).
     recent: Arc<Mutex<Recent>>,
+    /// Encoded bytes appended since the store opened.
+    appended_bytes: Arc<AtomicU64>,
 }
 
 impl LogStore {
@@ -43,7 +46,14 @@ impl LogStore {
             db,
             flusher,
             recent: Arc::default(),
+            appended_bytes: Arc::default(),
         })
+    }
+
+    /// The count of encoded bytes appended since the store opened (it only grows), shared:
+    /// the member's snapshot policy weighs it against the snapshot's size.
+    pub fn appended_bytes(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.appended_bytes)
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
@@ -209,6 +219,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.db.write(batch).map_err(rocks)?;
         let mut recent = self.recent();
         for (entry, len) in appended {
+            self.appended_bytes.fetch_add(len as u64, Ordering::Relaxed);
             recent.push(entry, len);
         }
         drop(recent);

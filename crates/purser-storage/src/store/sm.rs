@@ -128,6 +128,8 @@ pub struct StateMachineStore {
     events_kept: Arc<AtomicU64>,
     /// The snapshot file ([`SNAPSHOT_FILE`] in the data directory).
     snapshot_path: Arc<PathBuf>,
+    /// The size of the newest snapshot, for the policy of when to build the next.
+    snapshot_bytes: Arc<AtomicU64>,
 }
 
 impl StateMachineStore {
@@ -153,6 +155,7 @@ impl StateMachineStore {
                 }
             }
         };
+        let snapshot_bytes = std::fs::metadata(&snapshot_path).map_or(0, |m| m.len());
         let (events_written, _) = watch::channel(applied.next_event - 1);
         let events_written = Arc::new(events_written);
         let events = EventWriter::start(&db, Arc::clone(&events_written), Arc::clone(&metrics))?;
@@ -165,7 +168,13 @@ impl StateMachineStore {
             folding: Arc::new(Mutex::new(())),
             events_kept: Arc::new(AtomicU64::new(EVENTS_KEPT)),
             snapshot_path: Arc::new(snapshot_path),
+            snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
         })
+    }
+
+    /// The size of the newest snapshot this member built or installed, in bytes.
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes.load(Ordering::Relaxed)
     }
 
     /// The applied state, locked. Poisoned only if a panic struck while it was held: apply
@@ -261,12 +270,14 @@ impl StateMachineStore {
     /// the directory synced, so that a crash leaves the old snapshot or the new one, whole.
     /// A file rather than a RocksDB value: a value of hundreds of megabytes went through the
     /// WAL that every log append's fsync waits on.
-    fn persist(&self, stored: &StoredSnapshot) -> io::Result<()> {
+    /// Takes the snapshot's encoding: it is hundreds of megabytes for a large state, encoded
+    /// once for the file and the snapshot served from it.
+    fn persist(&self, encoded: &[u8]) -> io::Result<()> {
         let path = self.snapshot_path.as_path();
         let partial = path.with_extension("partial");
         {
             let mut file = std::fs::File::create(&partial)?;
-            file.write_all(&encode(stored)?)?;
+            file.write_all(encoded)?;
             file.sync_all()?;
         }
         std::fs::rename(&partial, path)?;
@@ -358,9 +369,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             (stored.rollups, stored.rollup_cursor) = rollup::export(&self.db)?;
         }
         let stored = stored.seal()?;
-        self.persist(&stored)?;
-        self.prune_events(stored.next_event)?;
         let data = encode(&stored)?;
+        self.persist(&data)?;
+        self.snapshot_bytes
+            .store(data.len() as u64, Ordering::Relaxed);
+        self.prune_events(stored.next_event)?;
         Ok(Snapshot {
             meta: stored.meta,
             snapshot: SnapshotData::new(data),
@@ -466,7 +479,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             ..stored
         };
-        self.persist(&stored)?;
+        let encoded = encode(&stored)?;
+        self.persist(&encoded)?;
+        self.snapshot_bytes
+            .store(encoded.len() as u64, Ordering::Relaxed);
         let mut applied = self.applied();
         *applied = Applied {
             state,

@@ -122,11 +122,12 @@ fn workload(pairs: u64, pairs_per_ms: u64) {
 /// thread encodes the frozen copy, the first write to each chunk copies that chunk.
 fn snapshot_beside_apply(state: &mut State, users: &[u64], now: u64, rng: &mut XorShift) {
     const PAIRS: u64 = 100_000;
-    let (now, longest, applying) = reserve_release(state, users, now, rng, "a", PAIRS);
+    let (now, longest, entry, applying) = reserve_release(state, users, now, rng, "a", PAIRS);
     println!(
-        "without a snapshot: {PAIRS} reserve+release pairs applied in {:.2} s; longest single apply {} µs",
+        "without a snapshot: {PAIRS} reserve+release pairs applied in {:.2} s; longest single apply {} µs; first {ENTRY_COMMANDS} commands {} µs",
         applying.as_secs_f64(),
-        longest.as_micros()
+        longest.as_micros(),
+        entry.as_micros()
     );
     let froze = Instant::now();
     let frozen = state.freeze();
@@ -136,20 +137,27 @@ fn snapshot_beside_apply(state: &mut State, users: &[u64], now: u64, rng: &mut X
         let bytes = frozen.encode();
         (bytes.len(), started.elapsed())
     });
-    let (_, longest, applying) = reserve_release(state, users, now, rng, "b", PAIRS);
+    let (_, longest, entry, applying) = reserve_release(state, users, now, rng, "b", PAIRS);
     let (bytes, encoding) = encoder.join().expect("the encoder ran");
     println!(
-        "snapshot beside apply: freeze {} µs (the only time apply waits for it); encoding {:.2} s ({:.0} MiB) on another thread while {PAIRS} reserve+release pairs applied in {:.2} s; longest single apply meanwhile {} µs (copying the chunks it wrote to)",
+        "snapshot beside apply: freeze {} µs (the only time apply waits for it); encoding {:.2} s ({:.0} MiB) on another thread while {PAIRS} reserve+release pairs applied in {:.2} s; longest single apply meanwhile {} µs; the first {ENTRY_COMMANDS} commands after the freeze (one full log entry) {} µs (copying the chunks they wrote to)",
         freeze.as_micros(),
         encoding.as_secs_f64(),
         bytes as f64 / 1048576.0,
         applying.as_secs_f64(),
-        longest.as_micros()
+        longest.as_micros(),
+        entry.as_micros()
     );
 }
 
 /// Applies `pairs` reserve+release pairs with fresh request ids; the clock, the longest
 /// single apply and the time they took.
+/// Commands in a full log entry of the server's batcher: after a freeze, the first entry's
+/// commands land in that many different chunks, each copied.
+const ENTRY_COMMANDS: u64 = 1_024;
+
+/// The clock, the longest single apply, the time the first `ENTRY_COMMANDS` commands took (as
+/// one log entry would), and the time all took.
 fn reserve_release(
     state: &mut State,
     users: &[u64],
@@ -157,7 +165,12 @@ fn reserve_release(
     rng: &mut XorShift,
     prefix: &str,
     pairs: u64,
-) -> (u64, std::time::Duration, std::time::Duration) {
+) -> (
+    u64,
+    std::time::Duration,
+    std::time::Duration,
+    std::time::Duration,
+) {
     let mut longest = std::time::Duration::ZERO;
     let mut timed = |state: &mut State, now: u64, command: Command| {
         let started = Instant::now();
@@ -166,7 +179,11 @@ fn reserve_release(
         applied
     };
     let applying = Instant::now();
+    let mut first_entry = None;
     for i in 0..pairs {
+        if i == ENTRY_COMMANDS / 2 {
+            first_entry = Some(applying.elapsed());
+        }
         now += 1;
         let user = users[rng.below(users.len() as u64) as usize];
         let reserve = reserve_usd(user, 1_000);
@@ -183,7 +200,8 @@ fn reserve_release(
             timed(state, now, command).expect("release");
         }
     }
-    (now, longest, applying.elapsed())
+    let all = applying.elapsed();
+    (now, longest, first_entry.unwrap_or(all), all)
 }
 
 fn rss_bytes() -> u64 {

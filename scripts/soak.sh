@@ -6,9 +6,10 @@
 #
 # Starts the members with scripts/cluster.sh (release build) in DIR/cluster, runs purser-bench
 # with a row every interval (ops/s, p50/p99/max, errors, the longest apply of any member, and
-# each member's RSS, data directory and snapshot size), then writes DIR/soak.svg (throughput and
-# p99 over time) and DIR/soak.txt (the rows). The bench audits the end state: no node over its
-# cap, every acknowledged settle counted. Exit code 0 only with a clean audit and zero errors.
+# each member's RSS, live heap, data directory and snapshot size), then writes DIR/soak.svg
+# (throughput and p99 over time) and DIR/soak.txt (the rows). The bench audits the end state:
+# no node over its cap, every acknowledged settle counted. Exit code 0 only with a clean audit
+# and zero errors.
 # PURSER_BIN=/path/to/purser runs the members on that binary (say, an older build to compare).
 # Not part of the test command (it runs for as long as asked).
 set -euo pipefail

@@ -42,6 +42,8 @@ impl Interval {
 struct Member {
     id: u32,
     rss_bytes: Option<u64>,
+    /// Held by live allocations, from the member's `Stats`: what of `rss_bytes` is in use.
+    heap_bytes: Option<u64>,
     data_bytes: u64,
     snapshot_bytes: Option<u64>,
 }
@@ -73,9 +75,11 @@ impl Row {
         for m in &self.members {
             let _ = write!(
                 line,
-                " | n{} rss={} data={:.0}MiB snapshot={}",
+                " | n{} rss={} heap={} data={:.0}MiB snapshot={}",
                 m.id,
                 m.rss_bytes
+                    .map_or("-".into(), |b| format!("{:.0}MiB", mib(b))),
+                m.heap_bytes
                     .map_or("-".into(), |b| format!("{:.0}MiB", mib(b))),
                 mib(m.data_bytes),
                 m.snapshot_bytes
@@ -117,9 +121,10 @@ pub fn extremes(rows: &[Row]) -> Option<String> {
         };
         let _ = write!(
             line,
-            " | n{} peak rss={} data={:.0}MiB snapshot={}",
+            " | n{} peak rss={} heap={} data={:.0}MiB snapshot={}",
             m.id,
             peak(&|m| m.rss_bytes).map_or("-".into(), |b| format!("{:.0}MiB", mib(b))),
+            peak(&|m| m.heap_bytes).map_or("-".into(), |b| format!("{:.0}MiB", mib(b))),
             mib(peak(&|m| Some(m.data_bytes)).unwrap_or(0)),
             peak(&|m| m.snapshot_bytes).map_or("-".into(), |b| format!("{:.1}MiB", mib(b)))
         );
@@ -161,7 +166,9 @@ pub async fn report<B: Backend>(
                 .as_ref()
                 .and_then(|s| crate::report::server_max(s, "apply_entry_us"))
                 .map(|us| us as f64 / 1e3),
-            members: cluster_dir.map(members).unwrap_or_default(),
+            members: cluster_dir
+                .map(|dir| members(dir, server.as_ref()))
+                .unwrap_or_default(),
         };
         println!("{}", row.line());
         rows.push(row);
@@ -175,7 +182,7 @@ pub fn lock(interval: &Mutex<Interval>) -> std::sync::MutexGuard<'_, Interval> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn members(dir: &Path) -> Vec<Member> {
+fn members(dir: &Path, server: Option<&serde_json::Value>) -> Vec<Member> {
     (1..=9)
         .filter_map(|id| {
             let data = dir.join(format!("n{id}"));
@@ -188,9 +195,18 @@ fn members(dir: &Path) -> Vec<Member> {
             let snapshot_bytes = std::fs::metadata(data.join("state.snapshot"))
                 .ok()
                 .map(|m| m.len());
+            // `Stats` keys are `member-<id>-<role>`.
+            let heap_bytes = server
+                .and_then(serde_json::Value::as_object)
+                .and_then(|all| {
+                    let prefix = format!("member-{id}-");
+                    all.iter().find(|(name, _)| name.starts_with(&prefix))
+                })
+                .and_then(|(_, stats)| stats.get("heap_allocated_bytes")?.as_u64());
             Some(Member {
                 id,
                 rss_bytes,
+                heap_bytes,
                 data_bytes: size_of_dir(&data),
                 snapshot_bytes,
             })

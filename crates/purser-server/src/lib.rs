@@ -2,7 +2,7 @@
 //!
 //! Modules, each using only those listed before it (no file imports one that imports it back):
 //!
-//! 1. `clock` (every time source), `metrics` (the write path's figures), `planted` (planted
+//! 1. `memory` (the allocator), `clock` (every time source), `metrics` (the write path's figures), `planted` (planted
 //!    bugs), `faults` (network fault hooks), `events` (how an event shows outside),
 //!    `answered` (one outcome per request id), `config` (a member's configuration and start
 //!    errors), `listen` (its sockets);
@@ -32,6 +32,7 @@ mod events;
 mod faults;
 pub mod http;
 mod listen;
+pub mod memory;
 pub mod metrics;
 pub mod network;
 pub mod node;

@@ -52,12 +52,17 @@ impl Metrics {
     }
 
     /// `cpu_us`: the CPU time this member's process spent since the last reset, so that a
-    /// benchmark can tell the CPU an operation costs on each member.
-    pub fn counters(&self) -> [(&'static str, u64); 2] {
+    /// benchmark can tell the CPU an operation costs on each member. `heap_allocated_bytes`
+    /// and `heap_resident_bytes`: the allocator's figures now (not since a reset), so that a
+    /// soak can tell live memory from memory freed but kept.
+    pub fn counters(&self) -> [(&'static str, u64); 4] {
         let cpu_us = process_cpu_us().saturating_sub(self.cpu_us_at_reset.load(Ordering::Relaxed));
+        let heap = crate::memory::heap().unwrap_or_default();
         [
             ("fast_denials", self.fast_denials.load(Ordering::Relaxed)),
             ("cpu_us", cpu_us),
+            ("heap_allocated_bytes", heap.allocated),
+            ("heap_resident_bytes", heap.resident),
         ]
     }
 

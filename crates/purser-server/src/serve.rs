@@ -58,6 +58,7 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: ServeConfig) -> Result<Server, StartError> {
+        crate::memory::start_purging();
         let node = PurserNode::start(config.node.clone()).await?;
         let (listener, client_addr) = crate::listen::bind(config.client_listen).await?;
         let admin_token_file = if config.bootstrap_single {

@@ -2,8 +2,9 @@
 //!
 //! Modules, each using only those listed before it (no file imports one that imports it back):
 //!
-//! 1. `memory` (the allocator), `clock` (every time source), `metrics` (the write path's figures), `planted` (planted
-//!    bugs), `faults` (network fault hooks), `events` (how an event shows outside),
+//! 1. `memory` (the allocator), `clock` (every time source), `metrics` (the write path's
+//!    figures), `planted` (planted bugs), `faults` (network fault hooks), `events` (how an
+//!    event shows outside),
 //!    `answered` (one outcome per request id), `config` (a member's configuration and start
 //!    errors), `listen` (its sockets);
 //! 2. `write` (the write path: writes, reads, fast denials, their errors and their gRPC

@@ -54,16 +54,19 @@ impl Metrics {
     /// `cpu_us`: the CPU time this member's process spent since the last reset, so that a
     /// benchmark can tell the CPU an operation costs on each member. `heap_allocated_bytes`
     /// and `heap_resident_bytes`: the allocator's figures now (not since a reset), so that a
-    /// soak can tell live memory from memory freed but kept.
-    pub fn counters(&self) -> [(&'static str, u64); 4] {
+    /// soak can tell live memory from memory freed but kept; absent (not 0) when the
+    /// allocator cannot tell.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
         let cpu_us = process_cpu_us().saturating_sub(self.cpu_us_at_reset.load(Ordering::Relaxed));
-        let heap = crate::memory::heap().unwrap_or_default();
-        [
+        let mut counters = vec![
             ("fast_denials", self.fast_denials.load(Ordering::Relaxed)),
             ("cpu_us", cpu_us),
-            ("heap_allocated_bytes", heap.allocated),
-            ("heap_resident_bytes", heap.resident),
-        ]
+        ];
+        if let Some(heap) = crate::memory::heap() {
+            counters.push(("heap_allocated_bytes", heap.allocated));
+            counters.push(("heap_resident_bytes", heap.resident));
+        }
+        counters
     }
 
     pub fn reset(&self) {

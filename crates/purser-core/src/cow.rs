@@ -1,5 +1,6 @@
 //! Copy-on-write containers for the parts of the state that grow with traffic: nodes, open and
-//! expired holds, remembered request ids.
+//! expired holds. (Remembered request ids, the largest part, have their own arena in
+//! `dedup.rs`: their writes are all at the newest end, so a freeze can share nearly all of it.)
 //!
 //! Each is split into chunks behind `Arc`s. Cloning one copies the pointers only; a write
 //! copies the one chunk it touches when a clone still shares it. A snapshot freezes the state
@@ -17,9 +18,9 @@ use crate::hash::{FxBuild, FxHashMap};
 
 /// Entries per chunk of a [`CowVec`].
 pub const CHUNK: usize = 1024;
-/// Shards of a large [`CowMap`]: a shard of a full request-id table (32M ids) holds about
-/// 31,000 ids. More shards make each copy smaller but cost apply throughput (4,096 measured
-/// 17 % slower than a plain map in `apply_bench`, 1,024 between 3 and 8 %).
+/// Shards of a large [`CowMap`]. More shards make each copy smaller but cost apply throughput
+/// (measured on the request-id table when it was a `CowMap`: 4,096 shards 17 % slower than a
+/// plain map in `apply_bench`, 1,024 between 3 and 8 %).
 pub const SHARDS: usize = 1024;
 /// A map starts with one shard and doubles its shards while it holds more than this many
 /// entries per shard, until [`SHARDS`]: small maps stay cheap to create and walk, and the
@@ -233,13 +234,6 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
 
     pub fn keys(&self) -> impl Iterator<Item = &K> + '_ {
         self.shards.iter().flat_map(|shard| shard.keys())
-    }
-
-    /// Every value, mutably: copies every shard a clone still shares.
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> + '_ {
-        self.shards
-            .iter_mut()
-            .flat_map(|shard| Arc::make_mut(shard).values_mut())
     }
 }
 

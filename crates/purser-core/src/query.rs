@@ -41,8 +41,8 @@ impl State {
         self.holds.len() as u64
     }
 
-    /// Request ids held for deduplication: the live ones and the dead ones still queued for
-    /// removal (a few per apply; see `dedup.rs`). What their memory is spent on.
+    /// Request ids held for deduplication: the live ones and the dead ones still waiting to be
+    /// dropped (a few per apply; see `dedup.rs`). What their memory is spent on.
     pub fn remembered_requests(&self) -> u64 {
         self.dedup.held() as u64
     }

@@ -19,7 +19,8 @@ const MAGIC: &[u8; 8] = b"PURSERSM";
 /// 2: webhook subscriptions, their cursors and the count of events emitted.
 /// 3: tokens.
 /// 4: the root each remembered request id counts against.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
+/// 5: every request id held, dead ones still waiting included, in the order recorded.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 5;
 
 /// The encoded form, borrowed for encoding; [`Image`] is the same layout, owned, for decoding.
 #[derive(Serialize)]
@@ -32,7 +33,7 @@ struct ImageRef<'a> {
     grants: Vec<&'a Grant>,
     holds: Vec<&'a Hold>,
     expired: Vec<(u64, &'a Expired)>,
-    dedup: Vec<(u128, &'a DedupEntry)>,
+    dedup: &'a FrozenDedup,
     next_grant_id: u64,
     next_reservation_id: u64,
     sent_floor_ms: u64,
@@ -92,7 +93,7 @@ impl Frozen {
                 .iter()
                 .filter_map(|id| self.expired.get(id).map(|e| (*id, e)))
                 .collect(),
-            dedup: self.dedup.live(self.now_ms),
+            dedup: &self.dedup,
             next_grant_id: self.next_grant_id,
             next_reservation_id: self.next_reservation_id,
             sent_floor_ms: self.sent_floor_ms,

@@ -39,7 +39,7 @@ pub mod limits {
     /// Open holds one root is always let have (while the cluster has room): a quarter. Beyond
     /// it, see [`within_share`].
     pub const HOLDS_PER_ROOT_MAX: u64 = HOLDS_OPEN_MAX as u64 / 4;
-    /// Request ids remembered at once (about 100 bytes each, `dedup.rs`): 32M holds the
+    /// Request ids remembered at once (102 bytes each, measured; `dedup.rs`): 32M holds the
     /// 42k writes/s a 3-member cluster sustains for the default retention (10 min + 1 min of
     /// clock skew). Beyond it new requests are refused until old ids age out.
     pub const REMEMBERED_REQUESTS_MAX: usize = 32_000_000;
@@ -766,14 +766,19 @@ impl State {
             }
             config.default_root_cap_major = cap;
         }
-        if config.request_retention_ms > self.config.request_retention_ms {
+        let (was, will) = (
+            self.config.request_retention_ms,
+            config.request_retention_ms,
+        );
+        if will > was {
             // Remembered ids live as long as the new retention asks; ids already forgotten
             // belong to requests that stay too old.
-            let raise = config.request_retention_ms - self.config.request_retention_ms;
-            self.dedup.extend(now_ms, raise);
-            self.sent_floor_ms = self
-                .sent_floor_ms
-                .max(now_ms.saturating_sub(self.config.request_retention_ms));
+            self.dedup.extend(now_ms, will - was);
+            self.sent_floor_ms = self.sent_floor_ms.max(now_ms.saturating_sub(was));
+        } else if will < was {
+            // A retry is accepted only within the retention of its first sending, so an id
+            // need live no longer than if it had been recorded under the new one.
+            self.dedup.shorten(was - will);
         }
         self.config = config;
         Ok(Outcome::Done)

@@ -296,4 +296,42 @@ mod findings {
             "request q applied twice (now paused again): {retry:?}"
         );
     }
+
+    /// I4 under a retention cut: ids recorded under the longer retention are forgotten as if
+    /// recorded under the new one (they would otherwise hold their memory, and every id behind
+    /// them, for the old one), and a retry within the new retention still applies once.
+    #[test]
+    fn lowering_the_retention_forgets_sooner_and_still_answers_retries() {
+        let t = cal::at(2024, 1, 31, 22);
+        let mut s = state_with_root(t);
+        let first = Command::new(
+            "q",
+            t,
+            Op::PauseNode {
+                node: NodeRef::Id(1),
+            },
+        );
+        assert_eq!(
+            s.apply(t, first.clone()).map(|a| a.outcome),
+            Ok(Outcome::Done)
+        );
+        let patch = ConfigPatch {
+            request_retention_ms: Some(MINUTE),
+            ..Default::default()
+        };
+        let t1 = t + 1_000;
+        s.apply(t1, Command::new("cfg", t1, Op::SetConfig(patch)))
+            .expect("config");
+        let retry = s.apply(t + 30_000, first.clone()).map(|a| a.outcome);
+        assert!(
+            matches!(retry, Ok(Outcome::Duplicate(_))),
+            "a retry within the new retention: {retry:?}"
+        );
+        // Past the new retention and the clock skew, a tick forgets every id.
+        let t2 = t1 + 3 * MINUTE;
+        s.apply(t2, Command::tick()).expect("tick");
+        assert_eq!(s.remembered_requests(), 0);
+        let late = s.apply(t2, first).map_err(|e| e.kind);
+        assert_eq!(late.map(|a| a.outcome), Err(ErrorKind::FailedPrecondition));
+    }
 }

@@ -103,16 +103,20 @@ impl Frozen {
             tokens: self.tokens.values().collect(),
             next_token_id: self.next_token_id,
         };
-        let body = bincode::serde::encode_to_vec(&image, bincode::config::standard())
+        // The body is encoded in place after a header whose length is filled in after it: a
+        // state of hundreds of megabytes is never held twice.
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
+        bincode::serde::encode_into_std_write(&image, &mut out, bincode::config::standard())
             .unwrap_or_else(|e| {
                 unreachable!("invariant `the state encodes`: plain data into memory: {e}")
             });
-        let mut out = Vec::with_capacity(body.len() + 28);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&fingerprint64(&body).to_le_bytes());
+        let body_len = (out.len() - 20) as u64;
+        out[12..20].copy_from_slice(&body_len.to_le_bytes());
+        let checksum = fingerprint64(&out[20..]);
+        out.extend_from_slice(&checksum.to_le_bytes());
         out
     }
 

@@ -124,6 +124,16 @@ pub fn encode<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(std::io::Error::other)
 }
 
+/// Encodes `value` straight into `out` (a file, say): no copy of it in memory. The bytes
+/// written, the same [`encode`] gives.
+pub fn encode_into<T: serde::Serialize, W: std::io::Write>(
+    value: &T,
+    out: &mut W,
+) -> std::io::Result<usize> {
+    bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
+        .map_err(std::io::Error::other)
+}
+
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::io::Result<T> {
     let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;

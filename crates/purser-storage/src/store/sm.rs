@@ -3,7 +3,6 @@
 //! restored and openraft re-applies the committed log after it.
 
 use std::io;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -19,7 +18,7 @@ use tokio::sync::watch;
 
 use super::events::{EventWriter, Job, Reply};
 use super::rollup::{self, RollupKey, Totals};
-use super::{cf, decode, encode, rocks, CF_EVENTS, CF_SM};
+use super::{cf, decode, encode, encode_into, rocks, CF_EVENTS, CF_SM};
 use crate::metrics::StoreMetrics;
 use crate::types::{
     Batch, BatchResponse, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
@@ -39,6 +38,7 @@ pub const EVENTS_KEPT_MIN: u64 = 1_000;
 
 /// A snapshot at rest and on the wire: Raft's metadata, the state machine's own encoding
 /// (which carries its own format version and checksum), and the index the next event gets.
+/// The metadata comes first: serving a snapshot decodes it alone.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StoredSnapshot {
     pub meta: SnapshotMeta,
@@ -272,14 +272,18 @@ impl StateMachineStore {
     /// WAL that every log append's fsync waits on.
     /// Takes the snapshot's encoding: it is hundreds of megabytes for a large state, encoded
     /// once for the file and the snapshot served from it.
-    fn persist(&self, encoded: &[u8]) -> io::Result<()> {
+    /// Replaces the snapshot file with `stored`, encoded straight into it, so that the state
+    /// is never held twice in memory; returns the file's size.
+    fn persist(&self, stored: &StoredSnapshot) -> io::Result<u64> {
         let path = self.snapshot_path.as_path();
         let partial = path.with_extension("partial");
-        {
-            let mut file = std::fs::File::create(&partial)?;
-            file.write_all(encoded)?;
+        let size = {
+            let mut file = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&partial)?);
+            let size = encode_into(stored, &mut file)?;
+            let file = file.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
-        }
+            size as u64
+        };
         std::fs::rename(&partial, path)?;
         if let Some(dir) = path.parent() {
             std::fs::File::open(dir)?.sync_all()?;
@@ -288,7 +292,9 @@ impl StateMachineStore {
         // is lost, the file still wins).
         self.db
             .delete_cf(cf(&self.db, CF_SM), LEGACY_SNAPSHOT)
-            .map_err(rocks)
+            .map_err(rocks)?;
+        self.snapshot_bytes.store(size, Ordering::Relaxed);
+        Ok(size)
     }
 }
 
@@ -369,13 +375,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             (stored.rollups, stored.rollup_cursor) = rollup::export(&self.db)?;
         }
         let stored = stored.seal()?;
-        let data = encode(&stored)?;
-        self.persist(&data)?;
-        self.snapshot_bytes
-            .store(data.len() as u64, Ordering::Relaxed);
-        self.prune_events(stored.next_event)?;
+        self.persist(&stored)?;
+        let StoredSnapshot {
+            meta, next_event, ..
+        } = stored;
+        self.prune_events(next_event)?;
+        // Read back once the state's own bytes are freed: the file is in the page cache.
+        let data = std::fs::read(self.snapshot_path.as_path())?;
         Ok(Snapshot {
-            meta: stored.meta,
+            meta,
             snapshot: SnapshotData::new(data),
         })
     }
@@ -465,6 +473,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         let stored = StoredSnapshot::decode_checked(snapshot.get_ref())?;
+        drop(snapshot);
         let state = State::restore(&stored.state)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         // Events of entries applied before are written first, so that the writer never moves
@@ -479,10 +488,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             ..stored
         };
-        let encoded = encode(&stored)?;
-        self.persist(&encoded)?;
-        self.snapshot_bytes
-            .store(encoded.len() as u64, Ordering::Relaxed);
+        self.persist(&stored)?;
         let mut applied = self.applied();
         *applied = Applied {
             state,
@@ -502,9 +508,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         match read_snapshot_bytes(&self.db, &self.snapshot_path)? {
             None => Ok(None),
             Some(bytes) => {
-                let stored: StoredSnapshot = decode(&bytes)?;
+                // The metadata leads the encoding: decoding the rest would copy the state.
+                let (meta, _): (SnapshotMeta, usize) =
+                    bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 Ok(Some(Snapshot {
-                    meta: stored.meta,
+                    meta,
                     snapshot: SnapshotData::new(bytes),
                 }))
             }

@@ -325,6 +325,36 @@ impl Dedup {
         }
     }
 
+    /// The invariants expiry and lookups rely on: the arena in order of forget time, each
+    /// root's count its held ids, and each key's place its newest record.
+    pub fn check(&self) -> Result<(), String> {
+        let mut counted: FxHashMap<u64, u64> = FxHashMap::default();
+        let mut newest: FxHashMap<Key, u64> = FxHashMap::default();
+        let mut last = 0;
+        for (seq, (key, entry)) in (self.arena.front..).zip(self.arena.iter()) {
+            if entry.forget_at_ms < last {
+                return Err(format!(
+                    "invariant `request ids are held in order of forget time` broken at id {seq}"
+                ));
+            }
+            last = entry.forget_at_ms;
+            *counted.entry(entry.root).or_default() += 1;
+            newest.insert(*key, seq);
+        }
+        if counted != self.per_root {
+            return Err("invariant `each root's request-id count is its held ids` broken".into());
+        }
+        let places: usize = self.index.iter().map(HashTable::len).sum();
+        if places != newest.len()
+            || newest
+                .iter()
+                .any(|(key, seq)| self.find(*key, key.hash()) != Some(*seq))
+        {
+            return Err("invariant `each request id's place is its newest record` broken".into());
+        }
+        Ok(())
+    }
+
     /// The table as it is now, for a snapshot: shares the arena's chunks, and the next write
     /// copies only the newest one.
     pub fn freeze(&self) -> FrozenDedup {
@@ -429,6 +459,32 @@ mod tests {
         dedup.insert(9, entry(900, 1));
         assert_eq!(dedup.get(9, 0).map(|e| e.forget_at_ms), Some(900));
         assert_eq!(held(&dedup.arena), vec![9]);
+    }
+
+    /// The check finds a table out of order, a wrong count and a stale place.
+    #[test]
+    fn the_check_finds_what_expiry_and_lookups_rely_on_broken() {
+        let mut dedup = Dedup::default();
+        for id in 0..3_000u128 {
+            dedup.insert(id % 1_000, entry(id as u64, 1));
+        }
+        dedup.expire(1_500, 100);
+        assert_eq!(dedup.check(), Ok(()));
+        let mut unordered = dedup.clone();
+        unordered.arena.iter_mut().nth(10).unwrap().1.forget_at_ms = 0;
+        assert!(unordered
+            .check()
+            .unwrap_err()
+            .contains("order of forget time"));
+        let mut miscounted = dedup.clone();
+        *miscounted.per_root.get_mut(&1).unwrap() += 1;
+        assert!(miscounted.check().unwrap_err().contains("count"));
+        let mut stale = dedup.clone();
+        let hash = Key::from(5).hash();
+        *stale.index[Key::shard(hash)]
+            .find_mut(hash, |_| true)
+            .unwrap() -= 1_000;
+        assert!(stale.check().unwrap_err().contains("newest record"));
     }
 
     /// A restored table holds and encodes what the original held, dead ids included, and

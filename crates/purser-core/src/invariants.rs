@@ -347,6 +347,7 @@ impl State {
         self.check_expired()?;
         self.check_webhooks()?;
         self.check_holds_per_root()?;
+        self.dedup.check()?;
         self.check_tokens()
     }
 

@@ -252,12 +252,8 @@ mod findings {
         );
     }
 
-    /// I4: a request applies at most once. Raising `request_retention_ms` makes an old retry
-    /// acceptable again (its `sent_at` is within the new retention) although its record was
-    /// only kept for the old retention, so it applies a second time.
-    #[test]
-    fn raising_the_retention_does_not_reapply_old_requests() {
-        let t = cal::at(2024, 1, 31, 22);
+    /// A root paused by request "q" at `t`, and that request, to retry.
+    fn paused_once(t: u64) -> (State, Command) {
         let mut s = state_with_root(t);
         let first = Command::new(
             "q",
@@ -270,6 +266,16 @@ mod findings {
             s.apply(t, first.clone()).map(|a| a.outcome),
             Ok(Outcome::Done)
         );
+        (s, first)
+    }
+
+    /// I4: a request applies at most once. Raising `request_retention_ms` makes an old retry
+    /// acceptable again (its `sent_at` is within the new retention) although its record was
+    /// only kept for the old retention, so it applies a second time.
+    #[test]
+    fn raising_the_retention_does_not_reapply_old_requests() {
+        let t = cal::at(2024, 1, 31, 22);
+        let (mut s, first) = paused_once(t);
         let t1 = t + MINUTE;
         s.apply(
             t1,
@@ -303,18 +309,7 @@ mod findings {
     #[test]
     fn lowering_the_retention_forgets_sooner_and_still_answers_retries() {
         let t = cal::at(2024, 1, 31, 22);
-        let mut s = state_with_root(t);
-        let first = Command::new(
-            "q",
-            t,
-            Op::PauseNode {
-                node: NodeRef::Id(1),
-            },
-        );
-        assert_eq!(
-            s.apply(t, first.clone()).map(|a| a.outcome),
-            Ok(Outcome::Done)
-        );
+        let (mut s, first) = paused_once(t);
         let patch = ConfigPatch {
             request_retention_ms: Some(MINUTE),
             ..Default::default()

@@ -67,9 +67,7 @@ impl LogStore {
 
     fn committed(&self) -> std::sync::MutexGuard<'_, Option<Option<LogId>>> {
         // A plain value: a panic that poisoned it left the last one set.
-        self.committed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.committed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {

@@ -30,9 +30,6 @@ pub struct LogStore {
     recent: Arc<Mutex<Recent>>,
     /// Encoded bytes appended since the store opened.
     appended_bytes: Arc<AtomicU64>,
-    /// The newest commit index not yet written: it rides in the next append's write instead
-    /// of costing a write of its own at every commit.
-    committed: Arc<Mutex<Option<Option<LogId>>>>,
 }
 
 impl LogStore {
@@ -50,7 +47,6 @@ impl LogStore {
             flusher,
             recent: Arc::default(),
             appended_bytes: Arc::default(),
-            committed: Arc::default(),
         })
     }
 
@@ -63,11 +59,6 @@ impl LogStore {
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
         // Only the cache: a panic that poisoned it left it a suffix of the log or empty.
         self.recent.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn committed(&self) -> std::sync::MutexGuard<'_, Option<Option<LogId>>> {
-        // A plain value: a panic that poisoned it left the last one set.
-        self.committed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -199,16 +190,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Written with the next append, not synced: losing it (a crash, or no append after
-        // it) only means re-learning the commit index from the leader.
-        *self.committed() = Some(committed);
-        Ok(())
+        // Not synced: losing it only means re-learning the commit index from the leader.
+        self.put_meta(COMMITTED, &committed, false)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        if let Some(pending) = *self.committed() {
-            return Ok(pending);
-        }
         Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
@@ -227,9 +213,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = encode(&entry)?;
             batch.put_cf(self.cf(CF_LOG), key(entry.index()), &bytes);
             appended.push((entry, bytes.len()));
-        }
-        if let Some(committed) = self.committed().take() {
-            batch.put_cf(self.cf(CF_META), COMMITTED, encode(&committed)?);
         }
         // Readable as soon as `write` returns; durable when the flusher's fsync completes.
         // Kept in memory once written, so that no reader sees an entry RocksDB does not hold.

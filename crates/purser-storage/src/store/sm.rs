@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::events::{EventWriter, Job, Reply};
 use super::rollup::{self, RollupKey, Totals};
-use super::{cf, decode, encode, encode_into, rocks, CF_EVENTS, CF_SM};
+use super::{cf, decode, decode_prefix, encode, encode_into, rocks, CF_EVENTS, CF_SM};
 use crate::metrics::StoreMetrics;
 use crate::types::{
     Batch, BatchResponse, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
@@ -270,11 +270,9 @@ impl StateMachineStore {
     /// the directory synced, so that a crash leaves the old snapshot or the new one, whole.
     /// A file rather than a RocksDB value: a value of hundreds of megabytes went through the
     /// WAL that every log append's fsync waits on.
-    /// Takes the snapshot's encoding: it is hundreds of megabytes for a large state, encoded
-    /// once for the file and the snapshot served from it.
-    /// Replaces the snapshot file with `stored`, encoded straight into it, so that the state
-    /// is never held twice in memory; returns the file's size.
-    fn persist(&self, stored: &StoredSnapshot) -> io::Result<u64> {
+    /// `stored` is encoded straight into the file, so that the state (hundreds of megabytes
+    /// for a large one) is never held twice in memory.
+    fn persist(&self, stored: &StoredSnapshot) -> io::Result<()> {
         let path = self.snapshot_path.as_path();
         let partial = path.with_extension("partial");
         let size = {
@@ -294,7 +292,7 @@ impl StateMachineStore {
             .delete_cf(cf(&self.db, CF_SM), LEGACY_SNAPSHOT)
             .map_err(rocks)?;
         self.snapshot_bytes.store(size, Ordering::Relaxed);
-        Ok(size)
+        Ok(())
     }
 }
 
@@ -509,9 +507,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             None => Ok(None),
             Some(bytes) => {
                 // The metadata leads the encoding: decoding the rest would copy the state.
-                let (meta, _): (SnapshotMeta, usize) =
-                    bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let meta: SnapshotMeta = decode_prefix(&bytes)?;
                 Ok(Some(Snapshot {
                     meta,
                     snapshot: SnapshotData::new(bytes),

@@ -22,10 +22,21 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
+/// What the flusher thread is asked to do.
+enum Flush {
+    /// Make an append durable, then call back.
+    Append(IOFlushed<TypeConfig>),
+    /// Write the pending commit index.
+    Commit,
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+    flusher: mpsc::Sender<Flush>,
+    /// The newest commit index not yet written. The flusher writes it, once for however many
+    /// commits came meanwhile, so that openraft's core never waits on a RocksDB write for it.
+    committed: Arc<Mutex<Option<Option<LogId>>>>,
     /// The newest entries, shared by every clone (the readers of replication and apply).
     recent: Arc<Mutex<Recent>>,
     /// Encoded bytes appended since the store opened.
@@ -35,16 +46,19 @@ pub struct LogStore {
 impl LogStore {
     /// Starts the flusher thread; it records each fsync in `metrics`.
     pub fn new(db: Arc<DB>, metrics: Arc<StoreMetrics>) -> io::Result<Self> {
-        let (flusher, pending) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        let (flusher, pending) = mpsc::channel::<Flush>();
+        let committed: Arc<Mutex<Option<Option<LogId>>>> = Arc::default();
         // A weak handle: the database closes where its owners drop it, never late in this
         // thread (RocksDB must not be torn down while the process exits).
         let flush_db = Arc::downgrade(&db);
+        let flush_committed = Arc::clone(&committed);
         std::thread::Builder::new()
             .name("purser-log-flush".into())
-            .spawn(move || flush_loop(&flush_db, &pending, &metrics))?;
+            .spawn(move || flush_loop(&flush_db, &pending, &flush_committed, &metrics))?;
         Ok(LogStore {
             db,
             flusher,
+            committed,
             recent: Arc::default(),
             appended_bytes: Arc::default(),
         })
@@ -65,6 +79,12 @@ impl LogStore {
         cf(&self.db, name)
     }
 
+    fn flush(&self, what: Flush) -> io::Result<()> {
+        self.flusher
+            .send(what)
+            .map_err(|_| io::Error::other("the log flusher has stopped"))
+    }
+
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
         match self.db.get_cf(self.cf(CF_META), key).map_err(rocks)? {
             None => Ok(None),
@@ -73,33 +93,67 @@ impl LogStore {
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, sync: bool) -> io::Result<()> {
-        let mut write = WriteOptions::default();
-        write.set_sync(sync);
-        self.db
-            .put_cf_opt(self.cf(CF_META), key, encode(value)?, &write)
-            .map_err(rocks)
+        put_meta(&self.db, key, value, sync)
     }
 }
 
-/// One fsync for every append queued meanwhile; callbacks complete in the order they came.
+fn put_meta<T: serde::Serialize>(db: &DB, key: &[u8], value: &T, sync: bool) -> io::Result<()> {
+    let mut write = WriteOptions::default();
+    write.set_sync(sync);
+    db.put_cf_opt(cf(db, CF_META), key, encode(value)?, &write)
+        .map_err(rocks)
+}
+
+/// One fsync for every append queued meanwhile, and one write of the newest commit index for
+/// every commit; callbacks complete in the order they came.
 fn flush_loop(
     db: &std::sync::Weak<DB>,
-    pending: &mpsc::Receiver<IOFlushed<TypeConfig>>,
+    pending: &mpsc::Receiver<Flush>,
+    committed: &Mutex<Option<Option<LogId>>>,
     metrics: &StoreMetrics,
 ) {
+    // A failed write of the commit index fails every append after it: the disk is broken.
+    let mut failed: Option<String> = None;
     while let Ok(first) = pending.recv() {
-        let mut batch = vec![first];
-        while let Ok(next) = pending.try_recv() {
-            batch.push(next);
+        let mut callbacks = Vec::new();
+        for what in std::iter::once(first).chain(std::iter::from_fn(|| pending.try_recv().ok())) {
+            if let Flush::Append(callback) = what {
+                callbacks.push(callback);
+            }
+        }
+        let Some(db) = db.upgrade() else {
+            for callback in callbacks {
+                callback.io_completed(Err(io::Error::other("the log store is closed")));
+            }
+            continue;
+        };
+        // Not synced: losing it only means re-learning the commit index from the leader.
+        // Written before the fsync below, which then covers it too. Cleared only once written,
+        // so that `read_committed` never answers an older index than one already saved.
+        let slot = || committed.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let Some(newest) = *slot() else { break };
+            if let Err(e) = put_meta(&db, COMMITTED, &newest, false) {
+                failed.get_or_insert_with(|| format!("writing the commit index: {e}"));
+            }
+            let mut pending = slot();
+            if *pending == Some(newest) {
+                *pending = None;
+                break;
+            }
+        }
+        if callbacks.is_empty() {
+            continue;
         }
         let started = Instant::now();
-        let result = match db.upgrade() {
-            Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
-            None => Err("the log store is closed".to_owned()),
+        let result = match &failed {
+            Some(e) => Err(e.clone()),
+            None => db.flush_wal(true).map_err(|e| e.to_string()),
         };
+        drop(db);
         metrics.log_fsync_us.record_duration(started.elapsed());
-        metrics.appends_per_fsync.record(batch.len() as u64);
-        for callback in batch {
+        metrics.appends_per_fsync.record(callbacks.len() as u64);
+        for callback in callbacks {
             callback.io_completed(result.clone().map_err(io::Error::other));
         }
     }
@@ -190,11 +244,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Not synced: losing it only means re-learning the commit index from the leader.
-        self.put_meta(COMMITTED, &committed, false)
+        // Handed to the flusher: a commit costs openraft's core no RocksDB write, and commits
+        // that come faster than the flusher writes are written once, the newest.
+        let previous = self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(committed);
+        if previous.is_none() {
+            self.flush(Flush::Commit)?;
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        let pending = *self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(pending) = pending {
+            return Ok(pending);
+        }
         Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
@@ -223,9 +293,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             recent.push(entry, len);
         }
         drop(recent);
-        self.flusher
-            .send(callback)
-            .map_err(|_| io::Error::other("the log flusher has stopped"))
+        self.flush(Flush::Append(callback))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

@@ -333,29 +333,55 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         };
         let vote = encode(&vote).map_err(|e| network(&e))?;
         let meta = encode(&snapshot.meta).map_err(|e| network(&e))?;
-        let data = snapshot.snapshot.into_inner();
-        let mut chunks: Vec<SnapshotChunk> = data
-            .chunks(SNAPSHOT_CHUNK_BYTES)
-            .map(|chunk| SnapshotChunk {
-                vote: Vec::new(),
-                meta: Vec::new(),
-                data: chunk.to_vec(),
-            })
-            .collect();
-        if chunks.is_empty() {
-            chunks.push(SnapshotChunk::default());
-        }
-        chunks[0].vote = vote;
-        chunks[0].meta = meta;
         let mut client = self
             .client
             .clone()
             .map_err(|e| network(&std::io::Error::other(e)))?;
-        let send = client.install_snapshot(futures_util::stream::iter(chunks));
+        // Read a chunk at a time as the stream is sent (the file is not held in memory); a
+        // read error ends the stream early, the follower refuses what it got (its checksum
+        // fails), and the error is reported here.
+        let failed = Arc::new(std::sync::Mutex::new(None::<std::io::Error>));
+        let chunks = futures_util::stream::unfold(
+            (snapshot.snapshot, Some((vote, meta)), failed.clone()),
+            |(mut data, first, failed)| async move {
+                let read = tokio::task::spawn_blocking(move || {
+                    let chunk = data.read_chunk(SNAPSHOT_CHUNK_BYTES);
+                    (data, chunk)
+                })
+                .await;
+                let (data, chunk) = match read {
+                    Ok((data, Ok(chunk))) => (data, chunk),
+                    Ok((_, Err(e))) => {
+                        *lock(&failed) = Some(e);
+                        return None;
+                    }
+                    Err(e) => {
+                        *lock(&failed) = Some(std::io::Error::other(e));
+                        return None;
+                    }
+                };
+                // The first chunk goes even when empty: it carries the vote and the metadata.
+                if chunk.is_empty() && first.is_none() {
+                    return None;
+                }
+                let (vote, meta) = first.unwrap_or_default();
+                let chunk = SnapshotChunk {
+                    vote,
+                    meta,
+                    data: chunk,
+                };
+                Some((chunk, (data, None, failed)))
+            },
+        );
+        let send = client.install_snapshot(chunks);
         let reply = tokio::select! {
-            reply = send => reply.map_err(|status| network(&status))?,
+            reply = send => reply,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
+        if let Some(e) = lock(&failed).take() {
+            return Err(network(&e));
+        }
+        let reply = reply.map_err(|status| network(&status))?;
         let result: Result<SnapshotResponse<TypeConfig>, String> =
             decode(&reply.into_inner().data).map_err(|e| network(&e))?;
         result.map_err(|e| network(&std::io::Error::other(e)))

@@ -298,7 +298,7 @@ impl RaftRpc for RaftService {
         let data = self.spool(first.data, request.get_mut()).await?;
         let snapshot = Snapshot {
             meta,
-            snapshot: SnapshotData::new(data),
+            snapshot: SnapshotData::bytes(data),
         };
         reply(self.raft.install_full_snapshot(vote, snapshot).await)
     }

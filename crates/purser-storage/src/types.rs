@@ -69,4 +69,44 @@ pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<Typ
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 /// A snapshot in transit or at rest: the encoded [`crate::store::StoredSnapshot`].
-pub type SnapshotData = std::io::Cursor<Vec<u8>>;
+///
+/// A member's own snapshot is its file, read a chunk at a time as it is sent, never held whole
+/// in memory; a newer snapshot renames its file over the path, and this one stays readable
+/// through its open handle. A snapshot received from the leader (or an earlier version's
+/// RocksDB value) is bytes, held until installed: decoding needs it whole.
+#[derive(Debug)]
+pub enum SnapshotData {
+    File(std::fs::File),
+    Bytes(std::io::Cursor<Vec<u8>>),
+}
+
+impl SnapshotData {
+    pub fn bytes(bytes: Vec<u8>) -> SnapshotData {
+        SnapshotData::Bytes(std::io::Cursor::new(bytes))
+    }
+
+    /// Up to `max` more bytes, in order from where the last read ended; empty at the end.
+    pub fn read_chunk(&mut self, max: usize) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut chunk = Vec::with_capacity(max.min(1 << 20));
+        match self {
+            SnapshotData::File(file) => file.take(max as u64).read_to_end(&mut chunk)?,
+            SnapshotData::Bytes(bytes) => bytes.take(max as u64).read_to_end(&mut chunk)?,
+        };
+        Ok(chunk)
+    }
+
+    /// The whole encoding, from its start.
+    pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek};
+        match self {
+            SnapshotData::File(mut file) => {
+                file.rewind()?;
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes)?;
+                Ok(bytes)
+            }
+            SnapshotData::Bytes(bytes) => Ok(bytes.into_inner()),
+        }
+    }
+}

@@ -115,7 +115,8 @@ async fn a_snapshot_waits_for_the_events_of_what_it_froze_and_folds_every_one() 
     );
     drop(held);
     let built = building.await.expect("joined").expect("snapshot");
-    let stored = StoredSnapshot::decode_checked(built.snapshot.get_ref()).expect("decode");
+    let stored = StoredSnapshot::decode_checked(&built.snapshot.into_bytes().expect("read"))
+        .expect("decode");
     assert_eq!(
         charged_in(&stored),
         (ENTRIES * CHARGES_PER_ENTRY, charged),

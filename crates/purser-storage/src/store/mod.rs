@@ -141,6 +141,14 @@ pub fn decode_prefix<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::io::R
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// Decodes the `T` that `reader` starts with (a buffered reader may read past it).
+pub fn decode_prefix_from<T: serde::de::DeserializeOwned>(
+    mut reader: impl std::io::Read,
+) -> std::io::Result<T> {
+    bincode::serde::decode_from_std_read(&mut reader, bincode::config::standard())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::io::Result<T> {
     let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;

@@ -18,7 +18,9 @@ use tokio::sync::watch;
 
 use super::events::{EventWriter, Job, Reply};
 use super::rollup::{self, RollupKey, Totals};
-use super::{cf, decode, decode_prefix, encode, encode_into, rocks, CF_EVENTS, CF_SM};
+use super::{
+    cf, decode, decode_prefix, decode_prefix_from, encode, encode_into, rocks, CF_EVENTS, CF_SM,
+};
 use crate::metrics::StoreMetrics;
 use crate::types::{
     Batch, BatchResponse, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
@@ -271,8 +273,9 @@ impl StateMachineStore {
     /// A file rather than a RocksDB value: a value of hundreds of megabytes went through the
     /// WAL that every log append's fsync waits on.
     /// `stored` is encoded straight into the file, so that the state (hundreds of megabytes
-    /// for a large one) is never held twice in memory.
-    fn persist(&self, stored: &StoredSnapshot) -> io::Result<()> {
+    /// for a large one) is never held twice in memory. Answers the file open for reading,
+    /// which stays this snapshot's even once a newer one is renamed over its path.
+    fn persist(&self, stored: &StoredSnapshot) -> io::Result<std::fs::File> {
         let path = self.snapshot_path.as_path();
         let partial = path.with_extension("partial");
         let size = {
@@ -282,6 +285,8 @@ impl StateMachineStore {
             file.sync_all()?;
             size as u64
         };
+        // Opened before the rename: no other snapshot can have taken the path by then.
+        let written = std::fs::File::open(&partial)?;
         std::fs::rename(&partial, path)?;
         if let Some(dir) = path.parent() {
             std::fs::File::open(dir)?.sync_all()?;
@@ -292,7 +297,22 @@ impl StateMachineStore {
             .delete_cf(cf(&self.db, CF_SM), LEGACY_SNAPSHOT)
             .map_err(rocks)?;
         self.snapshot_bytes.store(size, Ordering::Relaxed);
-        Ok(())
+        Ok(written)
+    }
+}
+
+/// The newest snapshot, unread: the file, or an older data directory's RocksDB value.
+fn open_snapshot(db: &DB, path: &Path) -> io::Result<Option<SnapshotData>> {
+    match std::fs::File::open(path) {
+        Ok(file) => Ok(Some(SnapshotData::File(file))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(db
+            .get_cf(cf(db, CF_SM), LEGACY_SNAPSHOT)
+            .map_err(rocks)?
+            .map(SnapshotData::bytes)),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot open {}: {e}", path.display()),
+        )),
     }
 }
 
@@ -373,16 +393,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             (stored.rollups, stored.rollup_cursor) = rollup::export(&self.db)?;
         }
         let stored = stored.seal()?;
-        self.persist(&stored)?;
+        let file = self.persist(&stored)?;
         let StoredSnapshot {
             meta, next_event, ..
         } = stored;
         self.prune_events(next_event)?;
-        // Read back once the state's own bytes are freed: the file is in the page cache.
-        let data = std::fs::read(self.snapshot_path.as_path())?;
         Ok(Snapshot {
             meta,
-            snapshot: SnapshotData::new(data),
+            snapshot: SnapshotData::File(file),
         })
     }
 }
@@ -470,8 +488,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        let stored = StoredSnapshot::decode_checked(snapshot.get_ref())?;
-        drop(snapshot);
+        // Received from the leader, so already in memory: a file here would be read whole.
+        let stored = StoredSnapshot::decode_checked(&snapshot.into_bytes()?)?;
         let state = State::restore(&stored.state)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         // Events of entries applied before are written first, so that the writer never moves
@@ -486,7 +504,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             ..stored
         };
-        self.persist(&stored)?;
+        drop(self.persist(&stored)?);
         let mut applied = self.applied();
         *applied = Applied {
             state,
@@ -503,16 +521,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        match read_snapshot_bytes(&self.db, &self.snapshot_path)? {
-            None => Ok(None),
-            Some(bytes) => {
-                // The metadata leads the encoding: decoding the rest would copy the state.
-                let meta: SnapshotMeta = decode_prefix(&bytes)?;
-                Ok(Some(Snapshot {
-                    meta,
-                    snapshot: SnapshotData::new(bytes),
-                }))
+        let Some(mut snapshot) = open_snapshot(&self.db, &self.snapshot_path)? else {
+            return Ok(None);
+        };
+        // The metadata leads the encoding: only it is read, then the snapshot is rewound.
+        let meta: SnapshotMeta = match &mut snapshot {
+            SnapshotData::File(file) => {
+                let meta = decode_prefix_from(io::BufReader::new(&mut *file))?;
+                io::Seek::rewind(file)?;
+                meta
             }
-        }
+            SnapshotData::Bytes(bytes) => decode_prefix(bytes.get_ref())?,
+        };
+        Ok(Some(Snapshot { meta, snapshot }))
     }
 }

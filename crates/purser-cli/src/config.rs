@@ -68,6 +68,11 @@ pub struct Settings {
     #[arg(long, env = "PURSER_REPLICATION_DEPTH", value_name = "N")]
     #[serde(alias = "replication-depth")]
     pub replication_depth: Option<usize>,
+    /// Log entries the leader proposes before the first is answered (1..=16, default 2);
+    /// commands that arrive meanwhile wait and form the next entry.
+    #[arg(long, env = "PURSER_ENTRIES_IN_FLIGHT", value_name = "N")]
+    #[serde(alias = "entries-in-flight")]
+    pub entries_in_flight: Option<usize>,
     /// Deliver webhooks to loopback, private and link-local addresses too (refused by
     /// default: a tenant's webhook must not reach into the cluster's own network).
     #[arg(
@@ -137,6 +142,7 @@ impl Settings {
             lease_reads: self.lease_reads.or(fallback.lease_reads),
             events_kept: self.events_kept.or(fallback.events_kept),
             replication_depth: self.replication_depth.or(fallback.replication_depth),
+            entries_in_flight: self.entries_in_flight.or(fallback.entries_in_flight),
             webhook_allow_private: self
                 .webhook_allow_private
                 .or(fallback.webhook_allow_private),
@@ -175,6 +181,7 @@ const KEYS: &[&str] = &[
     "lease_reads",
     "events_kept",
     "replication_depth",
+    "entries_in_flight",
     "webhook_allow_private",
     "webhook_ca",
     "tls_cert",
@@ -218,6 +225,7 @@ pub struct Effective {
     pub lease_reads: bool,
     pub events_kept: u64,
     pub replication_depth: usize,
+    pub entries_in_flight: usize,
     pub webhook_allow_private: bool,
     pub webhook_ca: Option<PathBuf>,
     /// The client and HTTP ports' TLS.
@@ -351,6 +359,9 @@ impl Effective {
             replication_depth: s
                 .replication_depth
                 .unwrap_or(purser_server::network::STREAM_APPEND_DEPTH),
+            entries_in_flight: s
+                .entries_in_flight
+                .unwrap_or(purser_server::batcher::ENTRIES_IN_FLIGHT),
             webhook_allow_private: s.webhook_allow_private.unwrap_or(false),
             webhook_ca: s.webhook_ca,
             tls,
@@ -368,8 +379,8 @@ impl fmt::Display for Effective {
         write!(
             f,
             "id={} listen={} peer_listen={} data_dir={} advertise={} http_listen={http} \
-             lease_reads={} events_kept={} replication_depth={} webhook_allow_private={} tls={} \
-             peer_tls={}",
+             lease_reads={} events_kept={} replication_depth={} entries_in_flight={} \
+             webhook_allow_private={} tls={} peer_tls={}",
             self.id,
             self.listen,
             self.peer_listen,
@@ -378,6 +389,7 @@ impl fmt::Display for Effective {
             self.lease_reads,
             self.events_kept,
             self.replication_depth,
+            self.entries_in_flight,
             self.webhook_allow_private,
             self.tls.is_some(),
             self.peer_tls.is_some()
@@ -403,6 +415,7 @@ mod tests {
             lease_reads = true
             events_kept = 5_000
             replication-depth = 8
+            entries-in-flight = 4
             webhook-allow-private = true
             webhook_ca = "/etc/purser/hooks-ca.pem"
             tls_cert = "/etc/purser/member.pem"
@@ -426,6 +439,7 @@ mod tests {
                 lease_reads: Some(true),
                 events_kept: Some(5_000),
                 replication_depth: Some(8),
+                entries_in_flight: Some(4),
                 webhook_allow_private: Some(true),
                 webhook_ca: Some("/etc/purser/hooks-ca.pem".into()),
                 tls_cert: Some("/etc/purser/member.pem".into()),
@@ -442,8 +456,8 @@ mod tests {
             e.to_string(),
             "id=2 listen=0.0.0.0:7601 peer_listen=0.0.0.0:7701 data_dir=/var/lib/purser/2 \
              advertise=10.0.0.2:7601 http_listen=127.0.0.1:7801 lease_reads=true \
-             events_kept=5000 replication_depth=8 webhook_allow_private=true tls=true \
-             peer_tls=true"
+             events_kept=5000 replication_depth=8 entries_in_flight=4 \
+             webhook_allow_private=true tls=true peer_tls=true"
         );
     }
 

@@ -185,6 +185,7 @@ pub async fn serve(a: ServeArgs) -> Result<(), CliError> {
     );
     node.lease_reads = config.lease_reads;
     node.replication_depth = config.replication_depth;
+    node.entries_in_flight = config.entries_in_flight;
     node.events_kept = config.events_kept;
     node.webhook_allow_private = config.webhook_allow_private;
     node.webhook_ca = config.webhook_ca;

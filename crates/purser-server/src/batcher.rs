@@ -1,5 +1,5 @@
 //! Group commit: the write path's queued commands packed into log entries. Everything waiting
-//! (up to the batch size) goes into the next entry, with at most `BATCHES_IN_FLIGHT_MAX`
+//! (up to the batch size) goes into the next entry, with at most `--entries-in-flight` (2)
 //! entries in flight; while they are, new commands queue up and form the next batch, so the
 //! linger adapts to load without a timer.
 
@@ -23,8 +23,10 @@ pub const BATCH_COMMANDS_MAX: usize = 1024;
 /// With `max_payload_entries` (see `config.rs`), an append stays far under the peer port's
 /// message limit.
 pub const BATCH_BYTES_MAX: usize = 1 << 20;
-/// Log entries proposed and not yet answered at most.
-pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
+/// Log entries proposed and not yet answered at most, by default (`--entries-in-flight`).
+pub const ENTRIES_IN_FLIGHT: usize = 2;
+/// The most `--entries-in-flight` may be.
+pub const ENTRIES_IN_FLIGHT_MAX: usize = 16;
 
 type Reply = (
     tokio::sync::oneshot::Sender<Result<Written, WriteError>>,
@@ -42,8 +44,9 @@ pub(crate) async fn run(
     sm: StateMachineStore,
     mut queue: mpsc::Receiver<Queued>,
     metrics: Arc<Metrics>,
+    in_flight: usize,
 ) {
-    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    let slots = Arc::new(Semaphore::new(in_flight.clamp(1, ENTRIES_IN_FLIGHT_MAX)));
     while let Some(first) = queue.recv().await {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;

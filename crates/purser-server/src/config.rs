@@ -34,6 +34,8 @@ pub struct NodeConfig {
     /// Appends in flight to each follower (`network::STREAM_APPEND_DEPTH` by default; 1:
     /// stop-and-wait).
     pub replication_depth: usize,
+    /// Log entries the leader's batcher proposes before the first is answered.
+    pub entries_in_flight: usize,
     /// Client calls must carry a live token (`auth.rs`). Off only for `purser dev --no-auth`.
     pub auth: bool,
     /// Deliver webhooks to loopback, private and link-local addresses too (`webhook.rs`).
@@ -65,6 +67,7 @@ impl NodeConfig {
             tick_ms: 1_000,
             lease_reads: false,
             replication_depth: crate::network::STREAM_APPEND_DEPTH,
+            entries_in_flight: crate::batcher::ENTRIES_IN_FLIGHT,
             auth: true,
             webhook_allow_private: false,
             peer_tls: None,
@@ -89,6 +92,15 @@ impl NodeConfig {
                 depths.start(),
                 depths.end(),
                 self.replication_depth
+            )));
+        }
+        let in_flight = 1..=crate::batcher::ENTRIES_IN_FLIGHT_MAX;
+        if !in_flight.contains(&self.entries_in_flight) {
+            return Err(StartError::Config(format!(
+                "the entries in flight must be {}..={}, not {}",
+                in_flight.start(),
+                in_flight.end(),
+                self.entries_in_flight
             )));
         }
         let config = openraft::Config {

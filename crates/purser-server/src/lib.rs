@@ -23,7 +23,7 @@
 
 mod answered;
 pub mod auth;
-mod batcher;
+pub mod batcher;
 pub mod certs;
 mod clock;
 pub mod config;

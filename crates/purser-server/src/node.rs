@@ -67,6 +67,7 @@ impl PurserNode {
             tick_every,
             webhooks.clone(),
             (appended, config.snapshot_period()),
+            config.entries_in_flight,
         ));
         Ok(Arc::new(PurserNode {
             id: config.id,

@@ -26,12 +26,14 @@ pub(crate) fn start(
     tick_every: Duration,
     webhooks: WebhookClient,
     snapshots: (Arc<AtomicU64>, u64),
+    entries_in_flight: usize,
 ) -> Vec<JoinHandle<()>> {
     let batcher = crate::batcher::run(
         path.raft.clone(),
         path.sm.clone(),
         queue,
         path.metrics.clone(),
+        entries_in_flight,
     );
     let weak = Arc::downgrade(path);
     vec![

@@ -44,6 +44,11 @@ pub trait Backend: Send + Sync + 'static {
         async {}
     }
 
+    /// Attempts the system's client sent again so far, and why the newest was, if it can say.
+    fn retries(&self) -> Option<(u64, Option<String>)> {
+        None
+    }
+
     /// Where time went inside the system during the measured run, if it can say.
     fn server_stats(&self) -> impl Future<Output = Option<serde_json::Value>> + Send {
         async { None }

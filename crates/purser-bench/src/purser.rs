@@ -200,6 +200,12 @@ impl Backend for Purser {
     }
 
     /// Every member's histograms and counters, keyed by `member-<id>-<role>`.
+    fn retries(&self) -> Option<(u64, Option<String>)> {
+        let all: Vec<_> = self.clients.iter().map(|c| c.retries()).collect();
+        let count = all.iter().map(|r| r.count).sum();
+        Some((count, all.into_iter().find_map(|r| r.last)))
+    }
+
     async fn server_stats(&self) -> Option<serde_json::Value> {
         let mut all = serde_json::Map::new();
         for member in &self.members {
@@ -227,6 +233,7 @@ impl Backend for Purser {
             for (name, value) in s.counters {
                 figures.insert(name, value.into());
             }
+            figures.insert("term".into(), s.term.into());
             all.insert(format!("member-{}-{role}", s.id), figures.into());
         }
         Some(all.into())

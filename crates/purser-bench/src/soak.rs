@@ -59,6 +59,11 @@ pub struct Row {
     errors: u64,
     first_error: Option<String>,
     longest_apply_ms: Option<f64>,
+    /// Attempts sent again in this interval, and why the newest was: a slow request is most
+    /// often a retried one.
+    retries: Option<(u64, Option<String>)>,
+    /// The highest Raft term of any member: a change from the row before is an election.
+    term: Option<u64>,
     members: Vec<Member>,
 }
 
@@ -70,6 +75,12 @@ impl Row {
         );
         if let Some(ms) = self.longest_apply_ms {
             let _ = write!(line, " longest_apply={ms:.2}ms");
+        }
+        if let Some((count, _)) = &self.retries {
+            let _ = write!(line, " retries={count}");
+        }
+        if let Some(term) = self.term {
+            let _ = write!(line, " term={term}");
         }
         let mib = |b: u64| b as f64 / 1048576.0;
         for m in &self.members {
@@ -88,6 +99,9 @@ impl Row {
         }
         if let Some(e) = &self.first_error {
             let _ = write!(line, " | first error: {e}");
+        }
+        if let Some((count @ 1.., Some(why))) = &self.retries {
+            let _ = write!(line, " | {count} retried, the last: {why}");
         }
         line
     }
@@ -113,6 +127,16 @@ pub fn extremes(rows: &[Row]) -> Option<String> {
         .reduce(f64::max)
     {
         let _ = write!(line, " longest_apply={ms:.2}ms");
+    }
+    let retried: u64 = rows
+        .iter()
+        .filter_map(|r| r.retries.as_ref())
+        .map(|r| r.0)
+        .sum();
+    let _ = write!(line, " retries={retried}");
+    let terms: Vec<u64> = rows.iter().filter_map(|r| r.term).collect();
+    if let (Some(first), Some(last)) = (terms.first(), terms.last()) {
+        let _ = write!(line, " terms={first}..{last}");
     }
     for m in &last.members {
         let of = |r: &Row| r.members.iter().find(|x| x.id == m.id).cloned();
@@ -144,6 +168,7 @@ pub async fn report<B: Backend>(
 ) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut last = began;
+    let mut retried_before = backend.retries().map_or(0, |(count, _)| count);
     while began.elapsed() < duration {
         let left = duration.saturating_sub(began.elapsed());
         tokio::time::sleep(every.min(left)).await;
@@ -154,6 +179,17 @@ pub async fn report<B: Backend>(
         let server = backend.server_stats().await;
         backend.measuring_started().await;
         let ms = |q: f64| taken.reserve_us.value_at_quantile(q) as f64 / 1e3;
+        let retries = backend.retries().map(|(count, why)| {
+            let row = count - retried_before;
+            retried_before = count;
+            (row, why)
+        });
+        let term = server.as_ref().and_then(|s| {
+            s.as_object()?
+                .values()
+                .filter_map(|m| m.get("term")?.as_u64())
+                .max()
+        });
         let row = Row {
             at_s: now.duration_since(began).as_secs_f64(),
             ops_per_s: taken.ops as f64 / secs,
@@ -166,6 +202,8 @@ pub async fn report<B: Backend>(
                 .as_ref()
                 .and_then(|s| crate::report::server_max(s, "apply_entry_us"))
                 .map(|us| us as f64 / 1e3),
+            retries,
+            term,
             members: cluster_dir
                 .map(|dir| members(dir, server.as_ref()))
                 .unwrap_or_default(),

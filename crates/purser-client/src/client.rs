@@ -133,6 +133,17 @@ struct Shared {
     follow_redirects: bool,
     leader: Mutex<Option<String>>,
     channels: Mutex<HashMap<String, Channel>>,
+    retries: Mutex<Retries>,
+}
+
+/// Attempts a client (and its clones) sent again, for a load generator's report: a slow call
+/// is most often one that was retried, and why tells an election from shed load.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retries {
+    /// Attempts sent again since the client was made (batch items included).
+    pub count: u64,
+    /// Why the newest one was.
+    pub last: Option<String>,
 }
 
 /// What to do after an attempt that failed.
@@ -184,10 +195,23 @@ impl Client {
             follow_redirects,
             leader: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
+            retries: Mutex::new(Retries::default()),
         };
         Ok(Client {
             shared: Arc::new(shared),
         })
+    }
+
+    /// Attempts sent again so far, by this client and its clones.
+    pub fn retries(&self) -> Retries {
+        lock(&self.shared.retries).clone()
+    }
+
+    /// Counts `attempts` about to be sent again, for `why`.
+    pub(crate) fn retrying(&self, attempts: u64, why: &str) {
+        let mut retries = lock(&self.shared.retries);
+        retries.count += attempts;
+        retries.last = Some(why.to_owned());
     }
 
     fn channel(&self, address: &str) -> Result<Channel, ClientError> {
@@ -275,6 +299,9 @@ impl Client {
             let Next::Retry(redirect) = self.next_step(&status, &address) else {
                 return Err(ClientError::Status(status));
             };
+            if attempt < config.attempts_max {
+                self.retrying(1, &last);
+            }
             let pause = redirect.is_none();
             *lock(&self.shared.leader) = redirect;
             if pause {

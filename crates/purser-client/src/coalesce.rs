@@ -157,6 +157,7 @@ async fn send(client: &Client, jobs: Vec<Job>, requeue: mpsc::WeakSender<Job>) {
     if again.is_empty() {
         return;
     }
+    client.retrying(again.len() as u64, "a batch item was unavailable");
     tokio::time::sleep(RETRY_PAUSE).await;
     for job in again {
         send_again(job, &requeue);

@@ -25,7 +25,7 @@ mod coalesce;
 mod rpc;
 
 pub use budget::{Budget, Hold, Reserved, HOLD_TTL_MS_DEFAULT};
-pub use client::{normalize_endpoint, Client, ClientConfig, ClientError, LEADER_METADATA};
+pub use client::{normalize_endpoint, Client, ClientConfig, ClientError, Retries, LEADER_METADATA};
 pub use coalesce::{CoalesceConfig, Coalescer, ItemResult, Op};
 pub use rpc::{Acknowledged, Mutated, Mutation};
 

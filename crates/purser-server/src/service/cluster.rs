@@ -338,11 +338,13 @@ impl Cluster for ClusterService {
         if request.into_inner().reset {
             metrics.reset();
         }
+        let raft = self.metrics();
         Ok(Response::new(pb::StatsResponse {
             id: self.node.id,
-            role: role_of(self.metrics().state) as i32,
+            role: role_of(raft.state) as i32,
             histograms,
             counters,
+            term: raft.current_term,
         }))
     }
 

@@ -68,7 +68,7 @@ pub struct Settings {
     #[arg(long, env = "PURSER_REPLICATION_DEPTH", value_name = "N")]
     #[serde(alias = "replication-depth")]
     pub replication_depth: Option<usize>,
-    /// Log entries the leader proposes before the first is answered (1..=16, default 2);
+    /// Log entries the leader proposes before the first is answered (1..=16, default 1);
     /// commands that arrive meanwhile wait and form the next entry.
     #[arg(long, env = "PURSER_ENTRIES_IN_FLIGHT", value_name = "N")]
     #[serde(alias = "entries-in-flight")]

@@ -1,5 +1,5 @@
 //! Group commit: the write path's queued commands packed into log entries. Everything waiting
-//! (up to the batch size) goes into the next entry, with at most `--entries-in-flight` (2)
+//! (up to the batch size) goes into the next entry, with at most `--entries-in-flight` (1)
 //! entries in flight; while they are, new commands queue up and form the next batch, so the
 //! linger adapts to load without a timer.
 
@@ -23,8 +23,9 @@ pub const BATCH_COMMANDS_MAX: usize = 1024;
 /// With `max_payload_entries` (see `config.rs`), an append stays far under the peer port's
 /// message limit.
 pub const BATCH_BYTES_MAX: usize = 1 << 20;
-/// Log entries proposed and not yet answered at most, by default (`--entries-in-flight`).
-pub const ENTRIES_IN_FLIGHT: usize = 2;
+/// Log entries proposed and not yet answered at most, by default (`--entries-in-flight`): one,
+/// measured best with pipelined replication on a shared 2-core box (docs/architecture.md).
+pub const ENTRIES_IN_FLIGHT: usize = 1;
 /// The most `--entries-in-flight` may be.
 pub const ENTRIES_IN_FLIGHT_MAX: usize = 16;
 

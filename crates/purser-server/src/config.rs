@@ -85,24 +85,25 @@ impl NodeConfig {
     }
 
     pub(crate) fn raft_config(&self) -> Result<openraft::Config, StartError> {
-        let depths = 1..=crate::network::STREAM_APPEND_DEPTH_MAX;
-        if !depths.contains(&self.replication_depth) {
-            return Err(StartError::Config(format!(
-                "the replication depth must be {}..={}, not {}",
-                depths.start(),
-                depths.end(),
-                self.replication_depth
-            )));
-        }
-        let in_flight = 1..=crate::batcher::ENTRIES_IN_FLIGHT_MAX;
-        if !in_flight.contains(&self.entries_in_flight) {
-            return Err(StartError::Config(format!(
-                "the entries in flight must be {}..={}, not {}",
-                in_flight.start(),
-                in_flight.end(),
-                self.entries_in_flight
-            )));
-        }
+        let within = |what: &str, max: usize, value: usize| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(StartError::Config(format!(
+                    "the {what} must be 1..={max}, not {value}"
+                )))
+            }
+        };
+        within(
+            "replication depth",
+            crate::network::STREAM_APPEND_DEPTH_MAX,
+            self.replication_depth,
+        )?;
+        within(
+            "entries in flight",
+            crate::batcher::ENTRIES_IN_FLIGHT_MAX,
+            self.entries_in_flight,
+        )?;
         let config = openraft::Config {
             cluster_name: "purser".into(),
             heartbeat_interval: self.heartbeat_ms,
@@ -139,4 +140,37 @@ pub enum StartError {
     },
     #[error("raft: {0}")]
     Raft(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 7700));
+        NodeConfig::new(1, PathBuf::from("data"), listen, "127.0.0.1:7600".into())
+    }
+
+    #[test]
+    fn depths_and_entries_in_flight_outside_their_range_are_refused() {
+        assert!(config().raft_config().is_ok(), "the defaults start");
+        for (depth, in_flight, refused) in [
+            (0, 1, Some("the replication depth must be 1..=64, not 0")),
+            (65, 1, Some("the replication depth must be 1..=64, not 65")),
+            (1, 0, Some("the entries in flight must be 1..=16, not 0")),
+            (64, 17, Some("the entries in flight must be 1..=16, not 17")),
+            (64, 16, None),
+        ] {
+            let mut c = config();
+            c.replication_depth = depth;
+            c.entries_in_flight = in_flight;
+            match (c.raft_config(), refused) {
+                (Ok(_), None) => {}
+                (Err(e), Some(why)) => assert!(e.to_string().contains(why), "{e}"),
+                (answer, expected) => {
+                    panic!("{depth}/{in_flight}: {answer:?}, expected {expected:?}")
+                }
+            }
+        }
+    }
 }

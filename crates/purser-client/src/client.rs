@@ -285,6 +285,9 @@ impl Client {
                     last,
                 });
             }
+            if attempt > 1 {
+                self.retrying(1, &last);
+            }
             let result =
                 tokio::time::timeout(config.request_timeout.min(left), call(channel)).await;
             let status = match result {
@@ -299,9 +302,6 @@ impl Client {
             let Next::Retry(redirect) = self.next_step(&status, &address) else {
                 return Err(ClientError::Status(status));
             };
-            if attempt < config.attempts_max {
-                self.retrying(1, &last);
-            }
             let pause = redirect.is_none();
             *lock(&self.shared.leader) = redirect;
             if pause {

@@ -359,6 +359,40 @@ mod tests {
             .all(|r| r.request_id == "mine-1" && r.sent_at_ms == 1_234));
     }
 
+    #[tokio::test]
+    async fn attempts_sent_again_are_counted_with_the_newest_reason() {
+        let client = offline_client();
+        let attempts = Arc::new(Mutex::new(0));
+        let answer = client
+            .call(|_channel| {
+                let attempts = attempts.clone();
+                async move {
+                    let mut attempts = attempts.lock().unwrap();
+                    *attempts += 1;
+                    match *attempts {
+                        1 => Err(Status::unavailable("first lost")),
+                        2 => Err(Status::unavailable("second lost")),
+                        _ => Ok(Response::new(7)),
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer, 7);
+        let retries = client.clone().retries();
+        assert_eq!(retries.count, 2, "two attempts were sent again");
+        assert!(
+            retries.last.as_deref().unwrap().ends_with("second lost"),
+            "{retries:?}"
+        );
+        // A refusal is not retried, so it counts nothing.
+        let refused = client
+            .call(|_channel| async { Err::<Response<()>, _>(Status::permission_denied("no")) })
+            .await;
+        assert!(refused.is_err());
+        assert_eq!(client.retries().count, 2);
+    }
+
     #[test]
     fn two_stamps_get_two_request_ids() {
         let mut a = pb::ChargeRequest::default();

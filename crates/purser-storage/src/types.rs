@@ -89,10 +89,7 @@ impl SnapshotData {
     pub fn read_chunk(&mut self, max: usize) -> std::io::Result<Vec<u8>> {
         use std::io::Read;
         let mut chunk = Vec::with_capacity(max.min(1 << 20));
-        match self {
-            SnapshotData::File(file) => file.take(max as u64).read_to_end(&mut chunk)?,
-            SnapshotData::Bytes(bytes) => bytes.take(max as u64).read_to_end(&mut chunk)?,
-        };
+        self.take(max as u64).read_to_end(&mut chunk)?;
         Ok(chunk)
     }
 
@@ -100,13 +97,31 @@ impl SnapshotData {
     pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
         use std::io::{Read, Seek};
         match self {
-            SnapshotData::File(mut file) => {
+            SnapshotData::Bytes(bytes) => Ok(bytes.into_inner()),
+            mut file => {
                 file.rewind()?;
                 let mut bytes = Vec::new();
                 file.read_to_end(&mut bytes)?;
                 Ok(bytes)
             }
-            SnapshotData::Bytes(bytes) => Ok(bytes.into_inner()),
+        }
+    }
+}
+
+impl std::io::Read for SnapshotData {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            SnapshotData::File(file) => file.read(buf),
+            SnapshotData::Bytes(bytes) => bytes.read(buf),
+        }
+    }
+}
+
+impl std::io::Seek for SnapshotData {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        match self {
+            SnapshotData::File(file) => file.seek(to),
+            SnapshotData::Bytes(bytes) => bytes.seek(to),
         }
     }
 }

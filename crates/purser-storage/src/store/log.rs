@@ -72,7 +72,7 @@ impl LogStore {
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
         // Only the cache: a panic that poisoned it left it a suffix of the log or empty.
-        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.recent)
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -95,6 +95,12 @@ impl LogStore {
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, sync: bool) -> io::Result<()> {
         put_meta(&self.db, key, value, sync)
     }
+}
+
+/// A poisoned lock is used as it is: the recent entries (see `recent`) and the pending commit
+/// index (one assignment) stay whole whatever a panicking holder was doing.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn put_meta<T: serde::Serialize>(db: &DB, key: &[u8], value: &T, sync: bool) -> io::Result<()> {
@@ -130,7 +136,7 @@ fn flush_loop(
         // Not synced: losing it only means re-learning the commit index from the leader.
         // Written before the fsync below, which then covers it too. Cleared only once written,
         // so that `read_committed` never answers an older index than one already saved.
-        let slot = || committed.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = || lock(committed);
         loop {
             let Some(newest) = *slot() else { break };
             if let Err(e) = put_meta(&db, COMMITTED, &newest, false) {
@@ -246,11 +252,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // Handed to the flusher: a commit costs openraft's core no RocksDB write, and commits
         // that come faster than the flusher writes are written once, the newest.
-        let previous = self
-            .committed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replace(committed);
+        let previous = lock(&self.committed).replace(committed);
         if previous.is_none() {
             self.flush(Flush::Commit)?;
         }
@@ -258,10 +260,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        let pending = *self
-            .committed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let pending = *lock(&self.committed);
         if let Some(pending) = pending {
             return Ok(pending);
         }

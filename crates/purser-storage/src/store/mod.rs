@@ -134,13 +134,6 @@ pub fn encode_into<T: serde::Serialize, W: std::io::Write>(
         .map_err(std::io::Error::other)
 }
 
-/// Decodes the `T` that `bytes` starts with, leaving what follows it unread.
-pub fn decode_prefix<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::io::Result<T> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(value, _)| value)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-}
-
 /// Decodes the `T` that `reader` starts with (a buffered reader may read past it).
 pub fn decode_prefix_from<T: serde::de::DeserializeOwned>(
     mut reader: impl std::io::Read,

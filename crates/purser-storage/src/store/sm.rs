@@ -18,9 +18,7 @@ use tokio::sync::watch;
 
 use super::events::{EventWriter, Job, Reply};
 use super::rollup::{self, RollupKey, Totals};
-use super::{
-    cf, decode, decode_prefix, decode_prefix_from, encode, encode_into, rocks, CF_EVENTS, CF_SM,
-};
+use super::{cf, decode, decode_prefix_from, encode, encode_into, rocks, CF_EVENTS, CF_SM};
 use crate::metrics::StoreMetrics;
 use crate::types::{
     Batch, BatchResponse, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
@@ -577,14 +575,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(None);
         };
         // The metadata leads the encoding: only it is read, then the snapshot is rewound.
-        let meta: SnapshotMeta = match &mut snapshot {
-            SnapshotData::File(file) => {
-                let meta = decode_prefix_from(io::BufReader::new(&mut *file))?;
-                io::Seek::rewind(file)?;
-                meta
-            }
-            SnapshotData::Bytes(bytes) => decode_prefix(bytes.get_ref())?,
-        };
+        let meta: SnapshotMeta = decode_prefix_from(io::BufReader::new(&mut snapshot))?;
+        io::Seek::rewind(&mut snapshot)?;
         Ok(Some(Snapshot { meta, snapshot }))
     }
 }

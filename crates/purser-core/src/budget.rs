@@ -385,6 +385,7 @@ impl State {
             },
         );
         self.hold_due.insert((expires_at_ms, reservation_id));
+        self.holds_by_node.insert((leaf, reservation_id));
         *self.holds_per_root.entry(self.node(leaf).root).or_default() += 1;
         Reservation {
             reservation_id,
@@ -609,6 +610,11 @@ impl State {
         assert!(
             queued,
             "invariant `every open hold is queued for expiry` broken"
+        );
+        let indexed = self.holds_by_node.remove(&(hold.node, reservation_id));
+        assert!(
+            indexed,
+            "invariant `every open hold is indexed by its node` broken"
         );
         let path = self.path_ids(hold.node);
         for &id in path.as_slice() {

@@ -347,6 +347,7 @@ impl State {
         self.check_expired()?;
         self.check_webhooks()?;
         self.check_holds_per_root()?;
+        self.check_tree_indexes()?;
         self.dedup.check()?;
         self.check_tokens()
     }
@@ -359,6 +360,22 @@ impl State {
         }
         if counted != self.holds_per_root {
             return Err("invariant `each root's open-hold count is its holds` broken".into());
+        }
+        Ok(())
+    }
+
+    /// The depth counts and role holders kept as nodes change are the nodes, counted.
+    fn check_tree_indexes(&self) -> std::result::Result<(), String> {
+        fn trimmed(counts: &[u64]) -> &[u64] {
+            let len = counts.iter().rposition(|&c| c > 0).map_or(0, |at| at + 1);
+            &counts[..len]
+        }
+        let (at_depth, holders) = self.tree_indexes();
+        if trimmed(&at_depth) != trimmed(&self.nodes_at_depth) {
+            return Err("invariant `nodes are counted at their depth` broken".into());
+        }
+        if holders != self.role_holders {
+            return Err("invariant `each role lists its holders` broken".into());
         }
         Ok(())
     }
@@ -446,6 +463,9 @@ impl State {
             if !self.hold_due.contains(&(hold.expires_at_ms, id)) {
                 return Err(format!("hold {id} is missing from the expiry queue"));
             }
+            if !self.holds_by_node.contains(&(hold.node, id)) {
+                return Err(format!("hold {id} is missing from its node's index"));
+            }
             sums.holds_open[hold.node as usize - 1] += 1;
             for &at in self.path_ids(hold.node).as_slice() {
                 let held = &mut sums.held[layout.at(at, c)];
@@ -460,10 +480,11 @@ impl State {
                 return Err(format!("hold {id} plans {planned:?} of {}", hold.amount));
             }
         }
-        if self.hold_due.len() != self.holds.len() {
+        if self.hold_due.len() != self.holds.len() || self.holds_by_node.len() != self.holds.len() {
             return Err(format!(
-                "the expiry queue lists {} holds, {} are open",
+                "the expiry queue lists {} holds and the node index {}, {} are open",
                 self.hold_due.len(),
+                self.holds_by_node.len(),
                 self.holds.len()
             ));
         }

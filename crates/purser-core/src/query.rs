@@ -195,19 +195,16 @@ impl State {
     }
 
     /// Open holds placed directly on a node, oldest first, at most `HOLDS_LISTED_MAX` (the
-    /// node's `holds_open` says how many there are). Linear in open holds: an operator query,
-    /// not a request-path one.
+    /// node's `holds_open` says how many there are), from the index of holds by node: the
+    /// cost follows the holds listed, not every open hold.
     pub fn holds_of(&self, id: u64) -> Result<Vec<HoldView>> {
         self.check_id(id)?;
-        let mut ids: Vec<u64> = self
-            .holds
-            .values()
-            .filter(|h| h.node == id)
-            .map(|h| h.id)
-            .collect();
-        ids.sort_unstable();
-        ids.truncate(HOLDS_LISTED_MAX);
-        Ok(ids.iter().map(|i| self.hold_view(&self.holds[i])).collect())
+        Ok(self
+            .holds_by_node
+            .range((id, 0)..=(id, u64::MAX))
+            .take(HOLDS_LISTED_MAX)
+            .map(|(_, hold)| self.hold_view(&self.holds[hold]))
+            .collect())
     }
 
     fn hold_view(&self, h: &Hold) -> HoldView {

@@ -11,7 +11,9 @@ use crate::cow::{CowMap, CowVec};
 use crate::dedup::FrozenDedup;
 use crate::error::{Error, Result};
 use crate::hash::{fingerprint128, fingerprint64};
-use crate::state::{Config, Dedup, DedupEntry, Expired, Grant, Hold, Node, Root, State};
+use crate::state::{
+    Config, Dedup, DedupEntry, Expired, Grant, Hold, Node, RoleHolders, Root, State,
+};
 use crate::webhook::Webhook;
 
 const MAGIC: &[u8; 8] = b"PURSERSM";
@@ -256,6 +258,26 @@ impl State {
         Ok(state)
     }
 
+    /// The nodes at each depth and the holders of each role, counted from the nodes.
+    pub(crate) fn tree_indexes(&self) -> (Vec<u64>, RoleHolders) {
+        let mut at_depth: Vec<u64> = Vec::new();
+        let mut holders = RoleHolders::default();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let depth = usize::from(node.depth);
+            if at_depth.len() <= depth {
+                at_depth.resize(depth + 1, 0);
+            }
+            at_depth[depth] += 1;
+            for role in node.extra().map(|e| e.roles.as_slice()).unwrap_or_default() {
+                holders
+                    .entry((node.root, role.clone()))
+                    .or_default()
+                    .insert(i as u64 + 1);
+            }
+        }
+        (at_depth, holders)
+    }
+
     fn rebuild_indexes(&mut self) -> std::result::Result<(), String> {
         let count = self.nodes.len() as u64;
         for (i, node) in self.nodes.iter().enumerate() {
@@ -270,11 +292,13 @@ impl State {
             self.names
                 .insert((node.parent, fingerprint64(node.name.as_bytes())), id);
         }
+        (self.nodes_at_depth, self.role_holders) = self.tree_indexes();
         for (i, kind) in self.kinds.iter().enumerate() {
             self.kind_index.insert(kind.clone(), i as u16);
         }
         for hold in self.holds.values() {
             self.hold_due.insert((hold.expires_at_ms, hold.id));
+            self.holds_by_node.insert((hold.node, hold.id));
             *self
                 .holds_per_root
                 .entry(self.node(hold.node).root)

@@ -326,6 +326,9 @@ pub(crate) struct Expired {
 
 pub(crate) use crate::dedup::{Dedup, DedupEntry};
 
+/// `(root, role name)` → the nodes holding that role.
+pub(crate) type RoleHolders = FxHashMap<(u64, String), BTreeSet<u64>>;
+
 /// The whole replicated state. Two replicas that applied the same commands are equal, and
 /// their [`State::digest`]s are equal.
 #[derive(Clone, Debug, Default)]
@@ -357,6 +360,13 @@ pub struct State {
     pub(crate) events_emitted: u64,
     /// Derived indexes, rebuilt on restore.
     pub(crate) hold_due: BTreeSet<(u64, u64)>,
+    /// Nodes at each depth (index 0 unused): the deepest level without a walk of the tree.
+    pub(crate) nodes_at_depth: Vec<u64>,
+    /// `(root, role name)` → the nodes holding that role: a role's change touches its holders
+    /// only, never a walk of every node.
+    pub(crate) role_holders: RoleHolders,
+    /// `(node, reservation id)` of every open hold: a node's holds without a walk of them all.
+    pub(crate) holds_by_node: BTreeSet<(u64, u64)>,
     /// Open holds per root, for each root's share of them.
     pub(crate) holds_per_root: FxHashMap<u64, u64>,
     /// Tests only: smaller caps of open holds than [`limits`], `(cluster, per root)`.
@@ -734,7 +744,7 @@ impl State {
                     limits::DEPTH_MAX_CEILING
                 )));
             }
-            let deepest = self.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
+            let deepest = self.deepest();
             if depth < deepest {
                 return Err(Error::precondition(format!(
                     "the tree is already {deepest} levels deep"

@@ -71,6 +71,7 @@ impl State {
             self.roots.insert(id, root);
         }
         self.nodes.push(node);
+        self.enter_depth(depth);
         self.names.insert(name_key, id);
         if parent != 0 {
             self.node_mut(parent).children.push(id);
@@ -312,9 +313,36 @@ impl State {
         self.names.insert((to, name_key), id);
         self.node_mut(id).parent = to;
         let delta = i32::from(self.node(to).depth) + 1 - i32::from(self.node(id).depth);
+        let mut moved: Vec<u8> = Vec::new();
         self.for_each_in_subtree(id, |node| {
+            moved.push(node.depth);
             node.depth = (i32::from(node.depth) + delta) as u8
         });
+        for depth in moved {
+            self.leave_depth(depth);
+            self.enter_depth((i32::from(depth) + delta) as u8);
+        }
+    }
+
+    pub(crate) fn enter_depth(&mut self, depth: u8) {
+        let at = usize::from(depth);
+        if self.nodes_at_depth.len() <= at {
+            self.nodes_at_depth.resize(at + 1, 0);
+        }
+        self.nodes_at_depth[at] += 1;
+    }
+
+    fn leave_depth(&mut self, depth: u8) {
+        let count = &mut self.nodes_at_depth[usize::from(depth)];
+        *count = covered_sub(*count, 1, "a node leaves a depth it was counted at");
+    }
+
+    /// The depth of the deepest node (0 for an empty tree).
+    pub(crate) fn deepest(&self) -> u8 {
+        self.nodes_at_depth
+            .iter()
+            .rposition(|&count| count > 0)
+            .unwrap_or(0) as u8
     }
 
     /// Levels below `id` (0 for a leaf). Iterative: no recursion over user-shaped data.
@@ -524,6 +552,12 @@ impl State {
                 limits::ROLES_PER_ROOT_MAX
             )));
         }
+        // Only the role's holders count against it; a new role has none yet.
+        let holders: Vec<u64> = self
+            .role_holders
+            .get(&(root_id, name.clone()))
+            .map(|nodes| nodes.iter().copied().collect())
+            .unwrap_or_default();
         let roles = &mut self.root_mut(root_id).roles;
         let role = Role {
             name,
@@ -533,7 +567,9 @@ impl State {
             Some(i) => roles[i] = role,
             None => roles.push(role),
         }
-        self.reconcile_role_counters_of_root(root_id);
+        for id in holders {
+            self.reconcile_role_counters(id);
+        }
         Ok(Outcome::Done)
     }
 
@@ -542,10 +578,7 @@ impl State {
         if !self.roots[&root_id].roles.iter().any(|r| r.name == name) {
             return Err(Error::not_found(format!("role {name:?} is not defined")));
         }
-        let assigned = self.nodes.iter().any(|n| {
-            n.root == root_id && n.extra().is_some_and(|e| e.roles.iter().any(|r| r == name))
-        });
-        if assigned {
+        if self.role_holders.contains_key(&(root_id, name.to_owned())) {
             return Err(Error::precondition(format!(
                 "role {name:?} is still assigned to members"
             )));
@@ -571,7 +604,23 @@ impl State {
                 return Err(Error::invalid(format!("role {role:?} is given twice")));
             }
         }
-        self.node_mut(id).extra_mut().roles = roles;
+        let old = std::mem::replace(&mut self.node_mut(id).extra_mut().roles, roles.clone());
+        let root = self.node(id).root;
+        for role in old {
+            let key = (root, role);
+            if let Some(holders) = self.role_holders.get_mut(&key) {
+                holders.remove(&id);
+                if holders.is_empty() {
+                    self.role_holders.remove(&key);
+                }
+            }
+        }
+        for role in roles {
+            self.role_holders
+                .entry((root, role))
+                .or_default()
+                .insert(id);
+        }
         self.reconcile_role_counters(id);
         Ok(Outcome::Done)
     }
@@ -614,18 +663,6 @@ impl State {
                     counter: Counter::fresh(),
                 });
             }
-        }
-    }
-
-    fn reconcile_role_counters_of_root(&mut self, root_id: u64) {
-        let members: Vec<u64> = (1..=self.nodes.len() as u64)
-            .filter(|id| {
-                let n = self.node(*id);
-                n.root == root_id && n.extra().is_some_and(|e| !e.roles.is_empty())
-            })
-            .collect();
-        for id in members {
-            self.reconcile_role_counters(id);
         }
     }
 
